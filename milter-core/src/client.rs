@@ -1,0 +1,484 @@
+//! The MTA side of a milter conversation (our client): offer, send each stage,
+//! classify the milter's replies, collect modifications.
+//!
+//! Like the filter side it does no I/O: commands are appended to
+//! [`ClientSession::output`], and frames read from the milter are passed to
+//! [`ClientSession::receive_negotiation`] and [`ClientSession::receive`].
+//!
+//! ```
+//! use milter_core::client::{ClientSession, Sent};
+//! use milter_core::{Command, OptNeg};
+//! let mut mta = ClientSession::new(OptNeg::POSTFIX_3);
+//! // Negotiation must come first: sending a stage now is misuse.
+//! assert!(mta.send(&Command::Helo(b"x")).is_err());
+//! ```
+
+use crate::command::{Command, MacroDef, OptNeg};
+use crate::error::ClientError;
+use crate::flags::{Actions, ProtocolOpts};
+use crate::frame::Frame;
+use crate::limits::{MAX_BODY_CHUNK, MAX_SEND_PAYLOAD, MIN_PROTOCOL_VERSION};
+use crate::modification::Modification;
+use crate::reply::{Reply, SymbolList};
+use crate::stage::{MacroStage, Stage, Stages};
+
+/// How strictly the client checks the milter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strictness {
+    /// Refuse protocol bits in the negotiation reply that were not offered
+    /// (Sendmail does; Postfix does not check).
+    pub options_subset: bool,
+    /// Refuse a replacement-body packet after the run of them was interrupted
+    /// (Postfix does; Sendmail does not).
+    pub body_run: bool,
+    /// Refuse a modification whose action was not negotiated (neither MTA does;
+    /// on by default to catch milter bugs).
+    pub negotiated_actions: bool,
+}
+
+impl Default for Strictness {
+    fn default() -> Self {
+        Strictness {
+            options_subset: true,
+            body_run: true,
+            negotiated_actions: true,
+        }
+    }
+}
+
+/// What the client and the milter agreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientNegotiated {
+    /// The version the milter speaks.
+    pub version: u32,
+    /// Actions the milter may use.
+    pub actions: Actions,
+    /// Protocol options the milter chose.
+    pub protocol: ProtocolOpts,
+    /// Stages not sent to the milter (skip bits, and stages its version lacks).
+    pub skipped: Stages,
+    /// Stages the milter does not answer.
+    pub no_reply: Stages,
+    /// The symbol lists the milter sent (unknown stage indexes dropped).
+    pub symbol_lists: Vec<SymbolList>,
+}
+
+impl ClientNegotiated {
+    /// The macros the milter asked for at a stage, if it sent a list.
+    pub fn macros_for(&self, stage: MacroStage) -> Option<&[u8]> {
+        self.symbol_lists
+            .iter()
+            .rev()
+            .find(|l| l.index == stage.index())
+            .map(|l| l.macros.as_slice())
+    }
+}
+
+/// What [`ClientSession::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent; a reply is expected.
+    AwaitReply,
+    /// Sent; the milter negotiated no reply for this stage (or the command never
+    /// has one: `D`, `A`, `Q`, `K`).
+    NoReply,
+    /// Not sent: the milter asked to skip this stage, or its version lacks it.
+    Skipped,
+}
+
+/// A final answer of the milter to one command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// `c`.
+    Continue,
+    /// `a`.
+    Accept,
+    /// `r`.
+    Reject,
+    /// `t`.
+    Tempfail,
+    /// `d`.
+    Discard,
+    /// `s` (body only).
+    Skip,
+    /// `y`, with the reply text.
+    Reply(Vec<u8>),
+    /// `4` (Postfix: 421 and close).
+    Shutdown,
+}
+
+impl Decision {
+    /// A short name for output: `continue`, `reject`, `reply`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Continue => "continue",
+            Decision::Accept => "accept",
+            Decision::Reject => "reject",
+            Decision::Tempfail => "tempfail",
+            Decision::Discard => "discard",
+            Decision::Skip => "skip",
+            Decision::Reply(_) => "reply",
+            Decision::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether this ends the message (or session).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Decision::Continue | Decision::Skip)
+    }
+}
+
+/// One packet from the milter, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// `p`: the milter is still working.
+    Progress,
+    /// A modification (end of message only).
+    Modification(Modification),
+    /// The decision for the command; the exchange is over.
+    Decision(Decision),
+}
+
+/// The MTA side of one milter connection.
+#[derive(Debug)]
+pub struct ClientSession {
+    offer: OptNeg,
+    strictness: Strictness,
+    out: Vec<u8>,
+    negotiated: Option<ClientNegotiated>,
+    awaiting_negotiation: bool,
+    awaiting: Option<Stage>,
+    body_run: u8,
+}
+
+impl ClientSession {
+    /// A session that offers `offer`; the `O` packet is already in the output.
+    pub fn new(offer: OptNeg) -> Self {
+        Self::with_strictness(offer, Strictness::default())
+    }
+
+    /// Like [`ClientSession::new`] with explicit strictness.
+    pub fn with_strictness(offer: OptNeg, strictness: Strictness) -> Self {
+        let mut out = Vec::with_capacity(512);
+        offer.encode(&mut out);
+        ClientSession {
+            offer,
+            strictness,
+            out,
+            negotiated: None,
+            awaiting_negotiation: true,
+            awaiting: None,
+            body_run: 0,
+        }
+    }
+
+    /// The offer this session made.
+    pub fn offer(&self) -> &OptNeg {
+        &self.offer
+    }
+
+    /// Bytes to send to the milter.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Forgets the output once written (keeps capacity).
+    pub fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
+    /// The negotiated parameters.
+    pub fn negotiated(&self) -> Option<&ClientNegotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// The stage whose reply is awaited.
+    pub fn awaiting(&self) -> Option<Stage> {
+        self.awaiting
+    }
+
+    /// Checks the milter's `O` reply.
+    pub fn receive_negotiation(
+        &mut self,
+        frame: Frame<'_>,
+    ) -> Result<&ClientNegotiated, ClientError> {
+        if !self.awaiting_negotiation {
+            return Err(protocol("negotiation reply not expected", frame));
+        }
+        if frame.code != b'O' {
+            return Err(protocol("expected the negotiation reply 'O'", frame));
+        }
+        let reply = match Reply::decode(frame)? {
+            Reply::OptNeg(o) => o,
+            _ => return Err(protocol("expected the negotiation reply 'O'", frame)),
+        };
+        if reply.version < MIN_PROTOCOL_VERSION || reply.version > self.offer.version {
+            return Err(protocol(
+                &format!(
+                    "milter answered version {} to an offer of {}",
+                    reply.version, self.offer.version
+                ),
+                frame,
+            ));
+        }
+        if !self.offer.actions.contains(reply.actions) {
+            return Err(protocol(
+                &format!(
+                    "milter asked for actions 0x{:x} beyond the offer 0x{:x}",
+                    reply.actions.bits(),
+                    self.offer.actions.bits()
+                ),
+                frame,
+            ));
+        }
+        if self.strictness.options_subset && !self.offer.protocol.contains(reply.protocol) {
+            return Err(protocol(
+                &format!(
+                    "milter asked for protocol options 0x{:x} beyond the offer 0x{:x}",
+                    reply.protocol.bits(),
+                    self.offer.protocol.bits()
+                ),
+                frame,
+            ));
+        }
+        let mut skipped = Stages::empty();
+        let mut no_reply = Stages::empty();
+        for stage in Stage::ALL {
+            if stage
+                .skip_flag()
+                .is_some_and(|f| reply.protocol.contains(f))
+            {
+                skipped |= stage.set();
+            }
+            if stage
+                .no_reply_flag()
+                .is_some_and(|f| reply.protocol.contains(f))
+            {
+                no_reply |= stage.set();
+            }
+        }
+        if reply.version < 4 {
+            skipped |= Stages::DATA;
+        }
+        if reply.version < 3 {
+            skipped |= Stages::UNKNOWN;
+        }
+        let symbol_lists = reply
+            .symbol_lists
+            .into_iter()
+            .filter(|l| l.stage().is_some())
+            .collect();
+        self.awaiting_negotiation = false;
+        Ok(self.negotiated.insert(ClientNegotiated {
+            version: reply.version,
+            actions: reply.actions,
+            protocol: reply.protocol,
+            skipped,
+            no_reply,
+            symbol_lists,
+        }))
+    }
+
+    /// Appends a macro packet for the command `code`.
+    pub fn send_macros(&mut self, code: u8, pairs: &[(&[u8], &[u8])]) -> Result<(), ClientError> {
+        self.check_ready()?;
+        MacroDef::encode_pairs(&mut self.out, code, pairs.iter().copied());
+        Ok(())
+    }
+
+    /// Appends a command, unless the milter negotiated its stage away.
+    ///
+    /// Empty body chunks and chunks over 65535 bytes are refused (no real MTA sends
+    /// them); so is `E` with data. `O` and `D` have their own calls.
+    pub fn send(&mut self, cmd: &Command<'_>) -> Result<Sent, ClientError> {
+        self.check_ready()?;
+        let stage = match cmd {
+            Command::Connect(_) => Some(Stage::Connect),
+            Command::Helo(_) => Some(Stage::Helo),
+            Command::Mail(_) => Some(Stage::Mail),
+            Command::Rcpt(_) => Some(Stage::Rcpt),
+            Command::Data => Some(Stage::Data),
+            Command::Header(_) => Some(Stage::Header),
+            Command::Eoh => Some(Stage::Eoh),
+            Command::Body(b) => {
+                if b.is_empty() || b.len() > MAX_BODY_CHUNK {
+                    return Err(ClientError::Misuse(format!(
+                        "body chunks must be 1 to {MAX_BODY_CHUNK} bytes, not {}",
+                        b.len()
+                    )));
+                }
+                Some(Stage::Body)
+            }
+            Command::Eom(b) => {
+                if !b.is_empty() {
+                    return Err(ClientError::Misuse(
+                        "end of message never carries data; send a body chunk first".into(),
+                    ));
+                }
+                Some(Stage::Eom)
+            }
+            Command::Unknown(_) => Some(Stage::Unknown),
+            Command::Abort | Command::Quit | Command::QuitNewConnection => None,
+            Command::OptNeg(_) | Command::Macro(_) | Command::Unrecognized { .. } => {
+                return Err(ClientError::Misuse(
+                    "use the negotiation and macro calls for O and D".into(),
+                ))
+            }
+        };
+        let n = self
+            .negotiated
+            .as_ref()
+            .ok_or_else(|| ClientError::Misuse("not negotiated".into()))?;
+        let result = match stage {
+            Some(s) if n.skipped.has(s) => return Ok(Sent::Skipped),
+            Some(s) if n.no_reply.has(s) => Sent::NoReply,
+            Some(s) => {
+                self.awaiting = Some(s);
+                Sent::AwaitReply
+            }
+            None => Sent::NoReply,
+        };
+        let before = self.out.len();
+        cmd.encode(&mut self.out);
+        if self.out.len() - before - 5 > MAX_SEND_PAYLOAD {
+            self.out.truncate(before);
+            self.awaiting = None;
+            return Err(ClientError::Misuse(format!(
+                "a {}-byte packet exceeds the {MAX_SEND_PAYLOAD}-byte limit",
+                self.out.len() - before
+            )));
+        }
+        if stage == Some(Stage::Eom) {
+            self.body_run = 0;
+        }
+        Ok(result)
+    }
+
+    /// Classifies one packet from the milter while a reply is awaited.
+    pub fn receive(&mut self, frame: Frame<'_>) -> Result<Received, ClientError> {
+        let Some(stage) = self.awaiting else {
+            return Err(protocol(
+                "packet from the milter when no reply is due",
+                frame,
+            ));
+        };
+        let reply = Reply::decode(frame)?;
+        let decision = match reply {
+            Reply::Continue => Decision::Continue,
+            Reply::Accept => Decision::Accept,
+            Reply::Reject => Decision::Reject,
+            Reply::Tempfail => Decision::Tempfail,
+            Reply::Discard => Decision::Discard,
+            Reply::ReplyCode(t) => {
+                check_reply_text(&t).map_err(|why| protocol(why, frame))?;
+                Decision::Reply(t)
+            }
+            Reply::Shutdown => Decision::Shutdown,
+            Reply::Skip if stage == Stage::Body => Decision::Skip,
+            Reply::Progress if stage == Stage::Eom => {
+                if self.body_run == 1 {
+                    self.body_run = 2;
+                }
+                return Ok(Received::Progress);
+            }
+            other if other.is_modification() => {
+                if stage != Stage::Eom {
+                    return Err(protocol(
+                        &format!(
+                            "modification in reply to {stage}, only allowed at end of message"
+                        ),
+                        frame,
+                    ));
+                }
+                let m = Modification::from_reply(other)
+                    .ok_or_else(|| protocol("bad modification", frame))?;
+                let granted = self
+                    .negotiated
+                    .as_ref()
+                    .map_or(Actions::empty(), |n| n.actions);
+                if self.strictness.negotiated_actions && !granted.contains(m.action()) {
+                    return Err(protocol(
+                        &format!("modification needs action {:?}, not negotiated", m.action()),
+                        frame,
+                    ));
+                }
+                if matches!(m, Modification::ReplaceBody(_)) {
+                    if self.body_run == 2 && self.strictness.body_run {
+                        return Err(protocol(
+                            "replacement body packet after the run was interrupted",
+                            frame,
+                        ));
+                    }
+                    self.body_run = 1;
+                } else if self.body_run == 1 {
+                    self.body_run = 2;
+                }
+                return Ok(Received::Modification(m));
+            }
+            _ => {
+                return Err(protocol(
+                    &format!(
+                        "reply {} not allowed in answer to {stage}",
+                        crate::error::show_code(frame.code)
+                    ),
+                    frame,
+                ))
+            }
+        };
+        self.awaiting = None;
+        Ok(Received::Decision(decision))
+    }
+
+    fn check_ready(&self) -> Result<(), ClientError> {
+        if self.awaiting_negotiation {
+            return Err(ClientError::Misuse("negotiation is not finished".into()));
+        }
+        if let Some(s) = self.awaiting {
+            return Err(ClientError::Misuse(format!(
+                "the reply to {s} has not been received"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a `y` text the way the strictest MTA (Postfix 3.12) does.
+fn check_reply_text(text: &[u8]) -> Result<(), &'static str> {
+    let lines: Vec<&[u8]> = split_crlf(text);
+    for (i, line) in lines.iter().enumerate() {
+        let last = i + 1 == lines.len();
+        let ok = line.len() >= 4
+            && matches!(line[0], b'4' | b'5')
+            && line[1].is_ascii_digit()
+            && line[2].is_ascii_digit()
+            && line[3] == if last { b' ' } else { b'-' }
+            && line[..3] == lines[0][..3];
+        if !ok {
+            return Err("malformed SMTP reply text");
+        }
+        if line.len() > 4 && line[4].is_ascii_digit() && line[4] != line[0] {
+            return Err("enhanced status code class differs from the reply code");
+        }
+    }
+    Ok(())
+}
+
+fn split_crlf(text: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+        lines.push(&rest[..i]);
+        rest = &rest[i + 2..];
+    }
+    lines.push(rest);
+    lines
+}
+
+fn protocol(reason: &str, frame: Frame<'_>) -> ClientError {
+    let mut bytes = vec![frame.code];
+    bytes.extend_from_slice(&frame.payload[..frame.payload.len().min(63)]);
+    ClientError::Protocol {
+        reason: reason.to_string(),
+        bytes,
+    }
+}
