@@ -292,6 +292,12 @@ impl FilterSession {
         &self.out
     }
 
+    /// Drops the output written after the first `len` bytes (a driver that
+    /// validates modifications without sending them, as in a dry run).
+    pub fn truncate_output(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
     /// Forgets the output once it was written. Keeps the buffer's capacity.
     pub fn clear_output(&mut self) {
         self.out.clear();
@@ -510,7 +516,11 @@ impl FilterSession {
         };
 
         if stage == Stage::Eom {
-            self.progress_deferred = false;
+            // A progress deferred during the replacement body goes out now that
+            // the run is complete.
+            if std::mem::take(&mut self.progress_deferred) {
+                encode_empty(&mut self.out, b'p');
+            }
             encode_status(&mut self.out, &status);
             self.end_message();
             self.position = Position::Session;

@@ -182,6 +182,15 @@ impl FrameDecoder {
         self.end - self.start
     }
 
+    /// Whether [`FrameDecoder::next_frame`] would return something other than
+    /// `Ok(None)`: a complete frame, or an error.
+    pub fn frame_ready(&self) -> bool {
+        !matches!(
+            decode_frame(&self.buf[self.start..self.end], self.max_payload),
+            Ok(None)
+        )
+    }
+
     /// Pops the next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
         let avail = &self.buf[self.start..self.end];

@@ -8,9 +8,10 @@
 -- miltertest quirks: mt.negotiate(conn, version, PROTOCOL, ACTIONS) takes the protocol
 -- mask third and the actions fourth (the man page says the reverse); the reply's
 -- version and symbol lists are not visible to a script.
+-- ---- prelude: the same in every script of this folder ----
 -- Run by hand: MILTER_SOCKET=inet:PORT@127.0.0.1 miltertest -s THIS_FILE
--- Any mismatch raises error(); run() prints it (miltertest 1.6.0 itself exits 1 on an
--- error but does not print its message) and miltertest exits non-zero.
+-- Any mismatch raises error(); run() prints it (miltertest 1.6.0 exits 1 on an error
+-- but does not print its message) and miltertest exits non-zero.
 local SOCKET = os.getenv("MILTER_SOCKET") or "inet:7357@127.0.0.1"
 mt.set_timeout(10)
 
@@ -28,6 +29,7 @@ local function check(cond, what)
   if not cond then error("FAILED: " .. what, 2) end
 end
 
+-- The last reply must be `want` (SMFIR_CONTINUE, SMFIR_REPLYCODE, ...).
 local function expect(conn, want, what)
   local got = mt.getreply(conn)
   if got ~= want then
@@ -36,16 +38,17 @@ local function expect(conn, want, what)
   end
 end
 
--- Value of the n-th (0-based) header added at end of message.
+-- The header `name` added or inserted at end of message must have the value `want`.
 local function expect_added(conn, name, want, what)
   local got = mt.getheader(conn, name, 0)
   if got ~= want then
-    error(string.format("FAILED: %s: %s is %q, expected %q", what, name, tostring(got),
-      tostring(want)), 2)
+    error(string.format("FAILED: %s: header %s is %q, expected %q", what, name,
+      tostring(got), tostring(want)), 2)
   end
 end
 
--- Connects, negotiates with the default (Sendmail-like) offer and sends connect + HELO.
+-- Connects, negotiates with miltertest's default offer (version 6, all actions and
+-- protocol flags, like Sendmail) and sends connection information and HELO.
 local function open_session(helo)
   local conn = mt.connect(SOCKET, 40, 0.25)
   check(conn ~= nil, "connect to " .. SOCKET)
@@ -57,6 +60,44 @@ local function open_session(helo)
   return conn
 end
 
+-- Sends a whole message that the milter must continue at every stage, through end of
+-- message. `m.mail` is the MAIL argument list, `m.rcpts` the recipients, `m.headers` a
+-- list of {name, value}, `m.body` a list of body chunks (miltertest sends its own
+-- 21-byte body when there is none), `m.macros` the MAIL macros. Like both MTAs it
+-- always sends MAIL macros (default `{mail_addr}`): libmilter keeps the previous
+-- message's MAIL macros, `i` included, when a MAIL comes without any.
+local function send_message(conn, what, m)
+  local macros = m.macros or { "{mail_addr}", (m.mail[1]:gsub("^<(.*)>$", "%1")) }
+  step(what .. ": macros", mt.macro(conn, SMFIC_MAIL, table.unpack(macros)))
+  step(what .. ": mail", mt.mailfrom(conn, table.unpack(m.mail)))
+  expect(conn, SMFIR_CONTINUE, what .. ": mail")
+  for _, rcpt in ipairs(m.rcpts) do
+    step(what .. ": rcpt", mt.rcptto(conn, rcpt))
+    expect(conn, SMFIR_CONTINUE, what .. ": rcpt " .. rcpt)
+  end
+  step(what .. ": data", mt.data(conn))
+  expect(conn, SMFIR_CONTINUE, what .. ": data")
+  for _, h in ipairs(m.headers or {}) do
+    step(what .. ": header", mt.header(conn, h[1], h[2]))
+    expect(conn, SMFIR_CONTINUE, what .. ": header " .. h[1])
+  end
+  step(what .. ": eoh", mt.eoh(conn))
+  expect(conn, SMFIR_CONTINUE, what .. ": eoh")
+  for _, chunk in ipairs(m.body or {}) do
+    step(what .. ": body", mt.bodystring(conn, chunk))
+    expect(conn, SMFIR_CONTINUE, what .. ": body")
+  end
+  step(what .. ": eom", mt.eom(conn))
+  expect(conn, SMFIR_CONTINUE, what .. ": eom")
+end
+
+-- mt.eom_check(conn, ...) must be true (`want` true) or false (`want` false).
+local function expect_eom(conn, want, what, ...)
+  if mt.eom_check(conn, ...) ~= want then
+    error("FAILED: " .. what .. (want and ": not requested" or ": requested, must not be"), 2)
+  end
+end
+
 -- Runs the script's checks; prints the first failure with a traceback and fails.
 local function run(name, checks)
   local ok, err = xpcall(checks, debug.traceback)
@@ -66,6 +107,7 @@ local function run(name, checks)
   end
   mt.echo(name .. ": all checks passed")
 end
+-- ---- end of prelude ----
 
 local ACTION_BITS = {
   ADDHDRS = SMFIF_ADDHDRS, CHGBODY = SMFIF_CHGBODY, ADDRCPT = SMFIF_ADDRCPT,

@@ -11,6 +11,7 @@
 //!   guard; its standard error goes to a log file that [`MilterGuard::log`] reads.
 //! - [`build_c_milter`] compiles a libmilter C milter with `cc`; [`c_toolchain_available`]
 //!   tells beforehand whether `cc` and libmilter's headers and library are there.
+//! - [`run_with_timeout`] runs a command to completion, killing it after a timeout.
 //! - [`find_program`] looks a program up on `PATH`; [`missing_prerequisite`] turns a
 //!   missing tool into a skip, or into a failure when `CI=true`.
 //! - [`TempDir`] is a temporary directory removed on drop.
@@ -20,11 +21,11 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -406,6 +407,65 @@ pub fn try_spawn_milter(
     }
 }
 
+/// Runs `command` with standard input closed, collecting its standard output and error,
+/// and waits at most `timeout` for it to exit. A command still running then is killed
+/// and reported as an error that includes what it printed so far.
+pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start {description}: {error}"))?;
+    // Read both pipes in threads so that a chatty command cannot block on a full pipe.
+    let stdout = child.stdout.take().map(read_in_thread);
+    let stderr = child.stderr.take().map(read_in_thread);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+            Ok(None) => {
+                kill_and_reap(&mut child);
+                break None;
+            }
+            Err(error) => {
+                kill_and_reap(&mut child);
+                return Err(format!("waiting for {description}: {error}"));
+            }
+        }
+    };
+    let collect = |reader: Option<thread::JoinHandle<Vec<u8>>>| {
+        reader
+            .map(|handle| handle.join().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{description} did not finish within {timeout:?}; killed\n\
+             --- stdout ---\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
+}
+
+/// Reads `pipe` to its end in a new thread. Read errors end the data early.
+fn read_in_thread(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut data = Vec::new();
+        let _ = pipe.read_to_end(&mut data);
+        data
+    })
+}
+
 /// Why [`c_toolchain_available`] says no.
 pub type Unavailable = String;
 
@@ -517,12 +577,13 @@ pub fn running_in_ci() -> bool {
 
 /// Reports a missing test prerequisite: under CI (see [`running_in_ci`]) it panics with
 /// `reason`, so the test fails; otherwise it prints a one-line skip notice and returns, and
-/// the caller should return from the test.
+/// the caller should return from the test. The notice goes straight to standard error,
+/// past the test harness's output capture, so that it shows in every run.
 pub fn missing_prerequisite(test: &str, reason: &str) {
     if running_in_ci() {
         panic!("{test}: {reason} (CI=true, so this is a failure, not a skip)");
     }
-    eprintln!("skipping {test}: {reason}");
+    let _ = writeln!(io::stderr(), "skipping {test}: {reason}");
 }
 
 /// A directory under the system temporary directory, removed with its contents on drop.

@@ -1,0 +1,463 @@
+//! Serving one milter connection: read frames, feed the session, call the
+//! handlers, write the replies owed in one write per batch.
+
+use crate::context::{ConnectionInfo, Context, EomContext};
+use crate::handler::{HandlerError, Milter};
+use crate::hooks::{Hooks, Observer};
+use crate::listener::Stream;
+use crate::registry::LiveConnection;
+use milter_core::filter::{Event, FilterSession, Input, ReplyOutcome};
+use milter_core::frame::FrameDecoder;
+use milter_core::{Stage, Status};
+use std::any::Any;
+use std::io::{self, Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keep at most this much read buffer between messages; a larger one (after a
+/// big header or body chunk) is released.
+const KEEP_READ_BUFFER: usize = 128 * 1024;
+
+/// Settings every connection shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionConfig {
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) max_payload: usize,
+    pub(crate) failure_status: Status,
+    pub(crate) shadow: bool,
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
+}
+
+/// What to do after a command.
+enum Flow {
+    Go,
+    /// The session is over: write what is owed and close.
+    Close,
+    /// A handler failed: write what is owed (the failure reply) and close without
+    /// calling any more handlers.
+    Fail,
+}
+
+/// Serves one connection to the end.
+pub(crate) fn serve<M: Milter>(
+    stream: Stream,
+    milter: M,
+    info: ConnectionInfo,
+    config: &ConnectionConfig,
+    live: &LiveConnection,
+    stopping: &Arc<AtomicBool>,
+) {
+    if let Err(e) = stream.set_timeouts(config.read_timeout, config.write_timeout) {
+        log::warn!("{info}: cannot set socket timeouts: {e}");
+        return;
+    }
+    let observer = Observer {
+        hooks: config.hooks.clone(),
+        shadow: config.shadow,
+        would: Vec::new(),
+    };
+    let mut conn = Connection {
+        stream,
+        milter,
+        info,
+        session: FilterSession::new(),
+        config,
+        live,
+        observer,
+    };
+    conn.run(stopping);
+}
+
+struct Connection<'a, M> {
+    stream: Stream,
+    milter: M,
+    info: ConnectionInfo,
+    session: FilterSession,
+    config: &'a ConnectionConfig,
+    live: &'a LiveConnection,
+    observer: Observer,
+}
+
+impl<M: Milter> Connection<'_, M> {
+    fn hooks(&self) -> Option<&dyn Hooks> {
+        self.observer.hooks.as_deref()
+    }
+
+    fn run(&mut self, stopping: &AtomicBool) {
+        let mut decoder = FrameDecoder::with_max_payload(self.config.max_payload);
+        loop {
+            let read = self.stream.read(decoder.spare());
+            let n = match read {
+                Ok(0) => {
+                    if decoder.buffered() > 0 {
+                        log::warn!(
+                            "{}: MTA closed the connection in the middle of a packet ({} bytes buffered)",
+                            self.info,
+                            decoder.buffered()
+                        );
+                    } else {
+                        log::debug!("{}: MTA closed the connection", self.info);
+                    }
+                    return self.end_of_input();
+                }
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Some(h) = self.hooks() {
+                        h.timeout(&self.info);
+                    }
+                    log::warn!(
+                        "{}: no command from the MTA for {:?} (at {}); closing",
+                        self.tag(),
+                        self.config.read_timeout.unwrap_or_default(),
+                        self.session.position().name()
+                    );
+                    return self.end_of_input();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("{}: read error: {e}", self.tag());
+                    return self.end_of_input();
+                }
+            };
+            decoder.commit(n);
+            loop {
+                let frame = match decoder.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        if let Some(h) = self.hooks() {
+                            h.protocol_error(&self.info, &e);
+                        }
+                        log::warn!("{}: protocol error: {e}; closing", self.tag());
+                        self.flush();
+                        return self.end_of_input();
+                    }
+                };
+                log::trace!("{}: command {:?}", self.info, frame.code as char);
+                match self.command(frame) {
+                    Flow::Go => {}
+                    Flow::Close => {
+                        self.flush();
+                        return;
+                    }
+                    Flow::Fail => {
+                        self.flush();
+                        self.live
+                            .set_position(milter_core::filter::Position::Closed);
+                        return;
+                    }
+                }
+            }
+            if !self.flush() {
+                return self.end_of_input();
+            }
+            self.live.set_position(self.session.position());
+            if !self.session.in_message() {
+                decoder.shrink_to(KEEP_READ_BUFFER);
+                if stopping.load(Ordering::Relaxed) && decoder.buffered() == 0 {
+                    log::debug!("{}: closing for shutdown", self.info);
+                    return self.end_of_input();
+                }
+            }
+        }
+    }
+
+    /// Writes what the session owes the MTA; false if the connection is lost.
+    fn flush(&mut self) -> bool {
+        if self.session.output().is_empty() {
+            return true;
+        }
+        let result = self.stream.write_all(self.session.output());
+        self.session.clear_output();
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("{}: write error: {e}", self.tag());
+                false
+            }
+        }
+    }
+
+    /// The connection and, when known, the queue id, for log lines.
+    fn tag(&self) -> String {
+        match self.session.macros().get("i") {
+            Some(q) => format!("{} {}", self.info, String::from_utf8_lossy(q)),
+            None => self.info.to_string(),
+        }
+    }
+
+    fn end_of_input(&mut self) {
+        if let Some(input) = self.session.end_of_input() {
+            let _ = self.dispatch(input);
+        }
+        self.live
+            .set_position(milter_core::filter::Position::Closed);
+    }
+
+    fn command(&mut self, frame: milter_core::frame::Frame<'_>) -> Flow {
+        match self.session.handle(frame) {
+            Ok(input) => self.dispatch(input),
+            Err(e) => {
+                if let Some(h) = self.hooks() {
+                    h.protocol_error(&self.info, &e);
+                }
+                log::warn!("{}: {e}; closing", self.tag());
+                self.end_of_input();
+                Flow::Close
+            }
+        }
+    }
+
+    fn dispatch(&mut self, input: Input<'_>) -> Flow {
+        if input.abort_first {
+            let tag = self.tag();
+            self.observer.message_ended(&tag, "aborted");
+            if let Flow::Fail = self.call_unit("abort", |m, ctx| m.abort(ctx)) {
+                return Flow::Fail;
+            }
+            self.milter.reset_message();
+        }
+        if input.new_message {
+            self.milter.reset_message();
+        }
+        let Some(event) = input.event else {
+            return Flow::Go;
+        };
+        let stage = event.stage();
+        match event {
+            Event::Negotiate(offer) => self.negotiate(offer),
+            Event::Connect(c) => {
+                let addr = c.addr();
+                self.call_stage(Stage::Connect, |m, ctx| m.connect(ctx, c.hostname, addr))
+            }
+            Event::Helo(name) => self.call_stage(Stage::Helo, |m, ctx| m.helo(ctx, name)),
+            Event::Mail(a) => self.call_stage(Stage::Mail, |m, ctx| m.mail(ctx, &a)),
+            Event::Rcpt(a) => self.call_stage(Stage::Rcpt, |m, ctx| m.rcpt(ctx, &a)),
+            Event::Data => self.call_stage(Stage::Data, |m, ctx| m.data(ctx)),
+            Event::Header(h) => self.call_stage(Stage::Header, |m, ctx| m.header(ctx, &h)),
+            Event::Eoh => self.call_stage(Stage::Eoh, |m, ctx| m.eoh(ctx)),
+            Event::Body(chunk) => self.call_stage(Stage::Body, |m, ctx| m.body(ctx, chunk)),
+            Event::Unknown(line) => self.call_stage(Stage::Unknown, |m, ctx| m.unknown(ctx, line)),
+            Event::Eom(chunk) => self.eom(chunk),
+            Event::Abort => {
+                let tag = self.tag();
+                self.observer.message_ended(&tag, "aborted");
+                let flow = self.call_unit("abort", |m, ctx| m.abort(ctx));
+                self.milter.reset_message();
+                flow
+            }
+            Event::Close => {
+                let _ = self.call_unit("close", |m, ctx| m.close(ctx));
+                Flow::Close
+            }
+            Event::CloseKeepConnection => self.call_unit("close", |m, ctx| m.close(ctx)),
+            _ => {
+                log::warn!("{}: unexpected event at {stage:?}; closing", self.info);
+                Flow::Fail
+            }
+        }
+    }
+
+    fn negotiate(&mut self, offer: milter_core::OptNeg) -> Flow {
+        let mut spec = M::SPEC;
+        let hook = catch_unwind(AssertUnwindSafe(|| {
+            self.milter.negotiate(&offer, &mut spec)
+        }));
+        match hook {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!("{}: negotiate handler failed: {e}; closing", self.info);
+                return Flow::Fail;
+            }
+            Err(p) => {
+                log::error!(
+                    "{}: negotiate handler panicked: {}",
+                    self.info,
+                    panic_message(&p)
+                );
+                return Flow::Fail;
+            }
+        }
+        match self.session.negotiate(&spec) {
+            Ok(n) => {
+                log::debug!(
+                    "{}: negotiated version {}, actions 0x{:x}, protocol 0x{:x} (MTA offered version {}, actions 0x{:x}, protocol 0x{:x})",
+                    self.info,
+                    n.version,
+                    n.actions.bits(),
+                    n.protocol.bits(),
+                    offer.version,
+                    offer.actions.bits(),
+                    offer.protocol.bits()
+                );
+                Flow::Go
+            }
+            Err(e) => {
+                log::warn!("{}: {e}; closing", self.info);
+                Flow::Fail
+            }
+        }
+    }
+
+    /// Calls a stage handler and sends its decision.
+    fn call_stage(
+        &mut self,
+        stage: Stage,
+        f: impl FnOnce(&mut M, &mut Context<'_>) -> Result<Status, HandlerError>,
+    ) -> Flow {
+        let started = self.observer.hooks.is_some().then(std::time::Instant::now);
+        let result = {
+            let mut ctx = Context::new(&self.session, &self.info, Some(stage));
+            let milter = &mut self.milter;
+            catch_unwind(AssertUnwindSafe(|| f(milter, &mut ctx)))
+        };
+        if let (Some(h), Some(t)) = (self.hooks(), started) {
+            h.stage(&self.info, stage, t.elapsed());
+        }
+        self.finish_stage(stage, result)
+    }
+
+    fn finish_stage(
+        &mut self,
+        stage: Stage,
+        result: Result<Result<Status, HandlerError>, Box<dyn Any + Send>>,
+    ) -> Flow {
+        let (status, flow) = match result {
+            Ok(Ok(status)) => (status, Flow::Go),
+            Ok(Err(e)) => {
+                if let Some(h) = self.hooks() {
+                    h.handler_failed(&self.info, Some(stage), false);
+                }
+                log::warn!(
+                    "{}: {stage} handler failed: {e}; answering {} and closing",
+                    self.tag(),
+                    self.config.failure_status.name()
+                );
+                (self.config.failure_status.clone(), Flow::Fail)
+            }
+            Err(p) => {
+                if let Some(h) = self.hooks() {
+                    h.handler_failed(&self.info, Some(stage), true);
+                }
+                log::error!(
+                    "{}: {stage} handler panicked: {}; answering {} and closing",
+                    self.tag(),
+                    panic_message(&p),
+                    self.config.failure_status.name()
+                );
+                (self.config.failure_status.clone(), Flow::Fail)
+            }
+        };
+        let decided = status.clone();
+        let status = self.observer.filter_status(stage, status);
+        match self.session.reply(status) {
+            Ok(ReplyOutcome {
+                adjusted,
+                message_ended,
+            }) => {
+                if let Some(a) = adjusted {
+                    log::warn!("{}: {a}", self.tag());
+                }
+                if message_ended {
+                    if let Some(h) = self.hooks() {
+                        h.verdict(&self.info, stage, &decided);
+                    }
+                    let tag = self.tag();
+                    self.observer
+                        .message_ended(&tag, &format!("ended with {} at {stage}", decided.name()));
+                    self.milter.reset_message();
+                }
+                flow
+            }
+            Err(e) => {
+                log::error!("{}: {e}; closing", self.info);
+                Flow::Fail
+            }
+        }
+    }
+
+    /// Calls abort or close (no reply).
+    fn call_unit(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut M, &mut Context<'_>) -> Result<(), HandlerError>,
+    ) -> Flow {
+        let result = {
+            let mut ctx = Context::new(&self.session, &self.info, None);
+            let milter = &mut self.milter;
+            catch_unwind(AssertUnwindSafe(|| f(milter, &mut ctx)))
+        };
+        match result {
+            Ok(Ok(())) => Flow::Go,
+            Ok(Err(e)) => {
+                if let Some(h) = self.hooks() {
+                    h.handler_failed(&self.info, None, false);
+                }
+                log::warn!("{}: {name} handler failed: {e}; closing", self.tag());
+                Flow::Fail
+            }
+            Err(p) => {
+                if let Some(h) = self.hooks() {
+                    h.handler_failed(&self.info, None, true);
+                }
+                log::error!(
+                    "{}: {name} handler panicked: {}; closing",
+                    self.tag(),
+                    panic_message(&p)
+                );
+                Flow::Fail
+            }
+        }
+    }
+
+    fn eom(&mut self, chunk: &[u8]) -> Flow {
+        if !chunk.is_empty() {
+            // A last body chunk inside `E`: the body handler sees it first; a final
+            // decision there is the answer to end of message.
+            let result = {
+                let mut ctx = Context::new(&self.session, &self.info, Some(Stage::Body));
+                let milter = &mut self.milter;
+                catch_unwind(AssertUnwindSafe(|| milter.body(&mut ctx, chunk)))
+            };
+            match result {
+                Ok(Ok(s)) if !s.is_final() => {}
+                other => return self.finish_stage(Stage::Eom, other),
+            }
+        }
+        let started = self.observer.hooks.is_some().then(std::time::Instant::now);
+        let result = {
+            let Connection {
+                stream,
+                milter,
+                info,
+                session,
+                observer,
+                ..
+            } = self;
+            let mut ctx = EomContext::new(session, info, stream, observer);
+            catch_unwind(AssertUnwindSafe(|| milter.eom(&mut ctx)))
+        };
+        if let (Some(h), Some(t)) = (self.hooks(), started) {
+            h.stage(&self.info, Stage::Eom, t.elapsed());
+        }
+        self.finish_stage(Stage::Eom, result)
+    }
+}
+
+fn panic_message(p: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

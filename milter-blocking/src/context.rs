@@ -1,0 +1,359 @@
+//! What handlers see besides their arguments: macros, connection facts, and at end
+//! of message the modification calls.
+
+use milter_core::filter::FilterSession;
+use milter_core::{ActionError, Actions, MacroStore, Negotiated, Stage};
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+
+/// Facts about the milter connection (the MTA's side of the socket).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// A number unique within the server's lifetime, for logs.
+    pub id: u64,
+    /// The MTA's address: an IP socket address, or `None` for Unix sockets.
+    pub peer: Option<SocketAddr>,
+}
+
+impl fmt::Display for ConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.peer {
+            Some(p) => write!(f, "#{} {p}", self.id),
+            None => write!(f, "#{} unix", self.id),
+        }
+    }
+}
+
+macro_rules! macro_accessors {
+    () => {
+        /// The value of a macro in scope (`"i"` and `"{i}"` are the same name).
+        pub fn macro_value(&self, name: &str) -> Option<&[u8]> {
+            self.macros().get(name)
+        }
+
+        /// The value of a macro as text, if it is UTF-8.
+        pub fn macro_str(&self, name: &str) -> Option<&str> {
+            self.macro_value(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        }
+
+        /// The queue id (macro `i`), when the MTA sent it.
+        pub fn queue_id(&self) -> Option<&str> {
+            self.macro_str("i")
+        }
+
+        /// All macros in scope.
+        pub fn macros(&self) -> &MacroStore {
+            self.session_ref().macros()
+        }
+
+        /// The negotiated parameters.
+        pub fn negotiated(&self) -> Option<&Negotiated> {
+            self.session_ref().negotiated()
+        }
+
+        /// The milter connection.
+        pub fn connection(&self) -> &ConnectionInfo {
+            self.conn
+        }
+    };
+}
+
+/// The context of every stage but end of message.
+pub struct Context<'a> {
+    session: &'a FilterSession,
+    conn: &'a ConnectionInfo,
+    stage: Option<Stage>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        session: &'a FilterSession,
+        conn: &'a ConnectionInfo,
+        stage: Option<Stage>,
+    ) -> Self {
+        Context {
+            session,
+            conn,
+            stage,
+        }
+    }
+
+    fn session_ref(&self) -> &FilterSession {
+        self.session
+    }
+
+    /// The stage being handled (`None` for abort and close).
+    pub fn stage(&self) -> Option<Stage> {
+        self.stage
+    }
+
+    macro_accessors!();
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("connection", self.conn)
+            .field("stage", &self.stage)
+            .finish()
+    }
+}
+
+/// Flush the modification packets to the MTA once this much is buffered, so a
+/// large replacement body streams instead of sitting in memory.
+pub(crate) const FLUSH_THRESHOLD: usize = 256 * 1024;
+
+/// An error from a modification call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ModifyError {
+    /// The call is not allowed (action not negotiated, bad argument, ...).
+    Action(ActionError),
+    /// Writing to the MTA failed; the connection is lost.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ModifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModifyError::Action(e) => e.fmt(f),
+            ModifyError::Io(e) => write!(f, "writing modifications to the MTA failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ModifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ModifyError::Action(e) => Some(e),
+            ModifyError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<ActionError> for ModifyError {
+    fn from(e: ActionError) -> Self {
+        ModifyError::Action(e)
+    }
+}
+
+/// The context at end of message: everything [`Context`] offers, plus the
+/// modification calls. Each call fails with a typed error (naming the missing
+/// action) when its action was not negotiated; nothing is then sent.
+pub struct EomContext<'a> {
+    session: &'a mut FilterSession,
+    conn: &'a ConnectionInfo,
+    writer: &'a mut dyn Write,
+    observer: &'a mut crate::hooks::Observer,
+}
+
+impl<'a> EomContext<'a> {
+    pub(crate) fn new(
+        session: &'a mut FilterSession,
+        conn: &'a ConnectionInfo,
+        writer: &'a mut dyn Write,
+        observer: &'a mut crate::hooks::Observer,
+    ) -> Self {
+        EomContext {
+            session,
+            conn,
+            writer,
+            observer,
+        }
+    }
+
+    fn session_ref(&self) -> &FilterSession {
+        self.session
+    }
+
+    macro_accessors!();
+
+    /// The actions the milter may use on this connection.
+    pub fn actions(&self) -> Actions {
+        self.session.actions()
+    }
+
+    /// Runs one modification past the observer (shadow mode suppresses it) and
+    /// through the session, then streams the output if enough is buffered.
+    fn modify(
+        &mut self,
+        call: &'static str,
+        detail: impl FnOnce() -> String,
+        apply: impl FnOnce(&mut FilterSession) -> Result<(), ActionError>,
+    ) -> Result<(), ModifyError> {
+        if !self.observer.modification(self.conn, call, detail) {
+            // Shadow mode: validate as usual, send nothing.
+            let mark = self.session.output().len();
+            let checked = apply(self.session);
+            self.session.truncate_output(mark);
+            return checked.map_err(ModifyError::from);
+        }
+        apply(self.session)?;
+        if self.session.output().len() >= FLUSH_THRESHOLD {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ModifyError> {
+        self.writer
+            .write_all(self.session.output())
+            .and_then(|()| self.writer.flush())
+            .map_err(ModifyError::Io)?;
+        self.session.clear_output();
+        Ok(())
+    }
+
+    /// Appends a header at the end of the header block.
+    pub fn add_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+        let value = value.as_ref();
+        self.modify(
+            "add_header",
+            || format!("{name}: {}", String::from_utf8_lossy(value)),
+            |s| s.add_header(name.as_bytes(), value),
+        )
+    }
+
+    /// Inserts a header at position `index` (0 puts it at the very top; other
+    /// positions count headers the milter never saw and differ between MTAs).
+    pub fn insert_header(
+        &mut self,
+        index: u32,
+        name: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), ModifyError> {
+        let value = value.as_ref();
+        self.modify(
+            "insert_header",
+            || format!("[{index}] {name}: {}", String::from_utf8_lossy(value)),
+            |s| s.insert_header(index, name.as_bytes(), value),
+        )
+    }
+
+    /// Replaces the value of the `index`-th (1-based) header called `name`.
+    pub fn change_header(
+        &mut self,
+        name: &str,
+        index: u32,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), ModifyError> {
+        let value = value.as_ref();
+        if value.is_empty() {
+            return Err(ModifyError::Action(ActionError::InvalidArgument {
+                call: "change_header",
+                reason: "an empty value deletes the header: use delete_header",
+            }));
+        }
+        self.modify(
+            "change_header",
+            || format!("{name}[{index}]: {}", String::from_utf8_lossy(value)),
+            |s| s.change_header(name.as_bytes(), index, value),
+        )
+    }
+
+    /// Deletes the `index`-th (1-based) header called `name`. To delete several
+    /// occurrences, delete the highest index first (Postfix renumbers).
+    pub fn delete_header(&mut self, name: &str, index: u32) -> Result<(), ModifyError> {
+        self.modify(
+            "delete_header",
+            || format!("{name}[{index}]"),
+            |s| s.change_header(name.as_bytes(), index, b""),
+        )
+    }
+
+    /// Adds a recipient.
+    pub fn add_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+        let rcpt = rcpt.as_ref();
+        self.modify(
+            "add_rcpt",
+            || String::from_utf8_lossy(rcpt).into_owned(),
+            |s| s.add_rcpt(rcpt),
+        )
+    }
+
+    /// Adds a recipient with ESMTP arguments (`"NOTIFY=NEVER ORCPT=rfc822;a@b"`).
+    pub fn add_rcpt_with_args(
+        &mut self,
+        rcpt: impl AsRef<[u8]>,
+        args: &str,
+    ) -> Result<(), ModifyError> {
+        let rcpt = rcpt.as_ref();
+        let args = (!args.is_empty()).then_some(args.as_bytes());
+        self.modify(
+            "add_rcpt_with_args",
+            || {
+                format!(
+                    "{} {}",
+                    String::from_utf8_lossy(rcpt),
+                    String::from_utf8_lossy(args.unwrap_or_default())
+                )
+            },
+            |s| s.add_rcpt_with_args(rcpt, args),
+        )
+    }
+
+    /// Removes a recipient; pass the address exactly as the MTA gave it in RCPT.
+    pub fn delete_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+        let rcpt = rcpt.as_ref();
+        self.modify(
+            "delete_rcpt",
+            || String::from_utf8_lossy(rcpt).into_owned(),
+            |s| s.delete_rcpt(rcpt),
+        )
+    }
+
+    /// Changes the envelope sender, with optional ESMTP arguments.
+    pub fn change_from(
+        &mut self,
+        from: impl AsRef<[u8]>,
+        args: Option<&str>,
+    ) -> Result<(), ModifyError> {
+        let from = from.as_ref();
+        let args = args.filter(|a| !a.is_empty()).map(str::as_bytes);
+        self.modify(
+            "change_from",
+            || String::from_utf8_lossy(from).into_owned(),
+            |s| s.change_from(from, args),
+        )
+    }
+
+    /// Appends `chunk` to the replacement body. Call it as often as needed to
+    /// stream a large body (it is written to the MTA as it goes); make no other
+    /// modification in between. Calling it once with an empty slice sets an
+    /// empty body.
+    pub fn replace_body(&mut self, chunk: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+        let chunk = chunk.as_ref();
+        self.modify(
+            "replace_body",
+            || format!("{} bytes", chunk.len()),
+            |s| s.replace_body(chunk),
+        )
+    }
+
+    /// Quarantines the message (Postfix: hold queue) with a reason.
+    pub fn quarantine(&mut self, reason: &str) -> Result<(), ModifyError> {
+        self.modify(
+            "quarantine",
+            || reason.to_string(),
+            |s| s.quarantine(reason.as_bytes()),
+        )
+    }
+
+    /// Tells the MTA the milter is still working, now (resets its read timer).
+    /// Call it at least every few seconds from a slow handler: Sendmail's default
+    /// read timeout is 10 s.
+    pub fn progress(&mut self) -> Result<(), ModifyError> {
+        self.session.progress()?;
+        self.flush()
+    }
+}
+
+impl fmt::Debug for EomContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EomContext")
+            .field("connection", self.conn)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,302 @@
+//! Listening sockets (TCP and Unix) built with socket2, and the accepted streams.
+
+use crate::socket_spec::SocketSpec;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a blocking `accept` waits before the server checks for shutdown.
+/// Accept on Linux honours the socket's receive timeout.
+pub(crate) const ACCEPT_POLL: Duration = Duration::from_millis(200);
+
+/// Options for creating a listener.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// The `listen(2)` backlog (libmilter's default is 20; MTAs open a connection
+    /// per SMTP session, so a busy host wants more).
+    pub backlog: i32,
+    /// Permissions of a Unix socket file (e.g. `0o660` so that the MTA's group can
+    /// connect). `None` keeps what the umask gives.
+    pub unix_mode: Option<u32>,
+    /// Owner (uid) of a Unix socket file, if it should change.
+    pub unix_owner: Option<u32>,
+    /// Group (gid) of a Unix socket file, if it should change.
+    pub unix_group: Option<u32>,
+    /// Remove a stale Unix socket file at start (only if it is a socket and nothing
+    /// answers on it).
+    pub remove_stale: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 1024,
+            unix_mode: None,
+            unix_owner: None,
+            unix_group: None,
+            remove_stale: true,
+        }
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub struct Listener {
+    socket: Socket,
+    kind: ListenerKind,
+}
+
+#[derive(Debug)]
+enum ListenerKind {
+    Tcp(SocketAddr),
+    /// A Unix socket we created: removed on drop if it is still ours.
+    Unix {
+        path: PathBuf,
+        ino: Option<(u64, u64)>,
+    },
+}
+
+impl Listener {
+    /// Binds a listener for a socket spec.
+    pub fn bind(spec: &SocketSpec, opts: &ListenOptions) -> io::Result<Listener> {
+        match spec {
+            SocketSpec::Inet(addr) => {
+                let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                if addr.is_ipv6() {
+                    // inet6 means IPv6; a separate inet listener can share the port.
+                    socket.set_only_v6(true)?;
+                }
+                socket
+                    .bind(&SockAddr::from(*addr))
+                    .map_err(|e| with_context(e, &format!("binding {spec}")))?;
+                socket.listen(opts.backlog)?;
+                let local = socket
+                    .local_addr()?
+                    .as_socket()
+                    .ok_or_else(|| io::Error::other("not an IP socket"))?;
+                Ok(Listener {
+                    socket,
+                    kind: ListenerKind::Tcp(local),
+                })
+            }
+            SocketSpec::Unix(path) => bind_unix(path, opts),
+        }
+    }
+
+    /// Wraps a ready `std` TCP listener.
+    pub fn from_tcp(listener: TcpListener) -> io::Result<Listener> {
+        let local = listener.local_addr()?;
+        Ok(Listener {
+            socket: Socket::from(listener),
+            kind: ListenerKind::Tcp(local),
+        })
+    }
+
+    /// Wraps a ready `std` Unix listener. Its file is not removed on drop.
+    pub fn from_unix(listener: UnixListener) -> io::Result<Listener> {
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(Listener {
+            socket: Socket::from(listener),
+            kind: ListenerKind::Unix { path, ino: None },
+        })
+    }
+
+    /// The address this listener is bound to, as a spec a client can connect to.
+    pub fn local_spec(&self) -> SocketSpec {
+        match &self.kind {
+            ListenerKind::Tcp(a) => SocketSpec::Inet(*a),
+            ListenerKind::Unix { path, .. } => SocketSpec::Unix(path.clone()),
+        }
+    }
+
+    pub(crate) fn set_accept_timeout(&self, t: Duration) -> io::Result<()> {
+        self.socket.set_read_timeout(Some(t))
+    }
+
+    /// Accepts one connection; `Ok(None)` when the accept timeout passed.
+    pub(crate) fn accept(&self) -> io::Result<Option<Stream>> {
+        match self.socket.accept() {
+            Ok((sock, addr)) => {
+                sock.set_read_timeout(None)?;
+                sock.set_nonblocking(false)?;
+                match &self.kind {
+                    ListenerKind::Tcp(_) => {
+                        sock.set_tcp_nodelay(true)?;
+                        sock.set_keepalive(true)?;
+                        let stream: TcpStream = sock.into();
+                        Ok(Some(Stream::Tcp(stream, addr.as_socket())))
+                    }
+                    ListenerKind::Unix { .. } => Ok(Some(Stream::Unix(sock.into()))),
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let ListenerKind::Unix {
+            path,
+            ino: Some(ino),
+        } = &self.kind
+        {
+            // Remove the socket file only if it is still the one we created.
+            if let Ok(meta) = fs::symlink_metadata(path) {
+                if meta.file_type().is_socket() && (meta.dev(), meta.ino()) == *ino {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn with_context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => {
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; refusing to remove it",
+                        path.display()
+                    ),
+                ));
+            }
+            if !opts.remove_stale {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("socket {} already exists", path.display()),
+                ));
+            }
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "another process is listening on {}; not removing it",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(_) => fs::remove_file(path)
+                    .map_err(|e| with_context(e, &format!("removing stale {}", path.display())))?,
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_context(e, &format!("checking {}", path.display()))),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket
+        .bind(&SockAddr::unix(path)?)
+        .map_err(|e| with_context(e, &format!("binding unix:{}", path.display())))?;
+    if let Some(mode) = opts.unix_mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    if opts.unix_owner.is_some() || opts.unix_group.is_some() {
+        std::os::unix::fs::lchown(path, opts.unix_owner, opts.unix_group)
+            .map_err(|e| with_context(e, &format!("changing owner of {}", path.display())))?;
+    }
+    socket.listen(opts.backlog)?;
+    let meta = fs::symlink_metadata(path)?;
+    Ok(Listener {
+        socket,
+        kind: ListenerKind::Unix {
+            path: path.to_path_buf(),
+            ino: Some((meta.dev(), meta.ino())),
+        },
+    })
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream, Option<SocketAddr>),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(_, a) => *a,
+            Stream::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn set_timeouts(
+        &self,
+        read: Option<Duration>,
+        write: Option<Duration>,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s, _) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+        }
+    }
+
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s, a) => Stream::Tcp(s.try_clone()?, *a),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s, _) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s, _) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s, _) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

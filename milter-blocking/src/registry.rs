@@ -1,0 +1,180 @@
+//! The connections a server holds open: for graceful shutdown and for a live
+//! view of where each connection is.
+
+use crate::listener::Stream;
+use milter_core::filter::Position;
+use milter_core::Stage;
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Where one connection is, encoded for an atomic.
+fn encode(p: Position) -> u8 {
+    match p {
+        Position::Start | Position::Negotiating => 0,
+        Position::Idle => 1,
+        Position::Session => 2,
+        Position::Message(s) => 3 + Stage::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8,
+        Position::MessageDone => 13,
+        Position::Closed => 14,
+    }
+}
+
+fn decode(v: u8) -> Position {
+    match v {
+        0 => Position::Start,
+        1 => Position::Idle,
+        2 => Position::Session,
+        3..=12 => Position::Message(Stage::ALL[(v - 3) as usize]),
+        13 => Position::MessageDone,
+        _ => Position::Closed,
+    }
+}
+
+/// One open connection as the registry sees it.
+#[derive(Debug)]
+pub(crate) struct LiveConnection {
+    position: AtomicU8,
+    opened: Instant,
+    stream: Option<Stream>,
+}
+
+impl LiveConnection {
+    pub(crate) fn set_position(&self, p: Position) {
+        self.position.store(encode(p), Ordering::Relaxed);
+    }
+
+    pub(crate) fn position(&self) -> Position {
+        decode(self.position.load(Ordering::Relaxed))
+    }
+
+    fn close(&self, how: Shutdown) {
+        if let Some(s) = &self.stream {
+            let _ = s.shutdown(how);
+        }
+    }
+}
+
+/// A snapshot of the server's connections.
+///
+/// ```
+/// # use milter_blocking::ServerStats;
+/// # fn show(stats: &ServerStats) {
+/// println!("{} open, {} between messages", stats.open, stats.idle);
+/// for (stage, n) in &stats.in_stage {
+///     println!("  {n} in {stage}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open.
+    pub open: usize,
+    /// Connections waiting for negotiation or between sessions/messages.
+    pub idle: usize,
+    /// Connections inside a message, by the last stage received (stages with no
+    /// connection are left out).
+    pub in_stage: Vec<(Stage, usize)>,
+    /// Age of the oldest open connection.
+    pub oldest: Option<Duration>,
+    /// Worker threads alive.
+    pub threads: usize,
+    /// Worker threads waiting for a connection.
+    pub idle_threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    conns: Mutex<HashMap<u64, Arc<LiveConnection>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<LiveConnection>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn add(&self, id: u64, stream: &Stream) -> Arc<LiveConnection> {
+        let live = Arc::new(LiveConnection {
+            position: AtomicU8::new(0),
+            opened: Instant::now(),
+            stream: stream.try_clone().ok(),
+        });
+        self.lock().insert(id, Arc::clone(&live));
+        live
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Ends the connections that are not inside a message (shutdown step 2).
+    pub(crate) fn close_idle(&self) {
+        for c in self.lock().values() {
+            if !matches!(c.position(), Position::Message(_)) {
+                c.close(Shutdown::Read);
+            }
+        }
+    }
+
+    /// Ends every connection (shutdown deadline).
+    pub(crate) fn close_all(&self) {
+        for c in self.lock().values() {
+            c.close(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ServerStats {
+        let conns = self.lock();
+        let mut stats = ServerStats {
+            open: conns.len(),
+            ..ServerStats::default()
+        };
+        let mut counts = [0usize; 10];
+        for c in conns.values() {
+            match c.position() {
+                Position::Message(s) => {
+                    if let Some(i) = Stage::ALL.iter().position(|x| *x == s) {
+                        counts[i] += 1;
+                    }
+                }
+                _ => stats.idle += 1,
+            }
+            let age = c.opened.elapsed();
+            stats.oldest = Some(stats.oldest.map_or(age, |o| o.max(age)));
+        }
+        stats.in_stage = Stage::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| (*s, n))
+            .collect();
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        for p in [
+            Position::Start,
+            Position::Idle,
+            Position::Session,
+            Position::MessageDone,
+            Position::Closed,
+        ]
+        .into_iter()
+        .chain(Stage::ALL.into_iter().map(Position::Message))
+        {
+            assert_eq!(decode(encode(p)), p);
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The server: listeners, the connection pool, shutdown.
+//!
+//! # Shutdown, step by step
+//! 1. [`ServerHandle::shutdown`] (from any thread, e.g. a signal-handling thread)
+//!    stops the accept loops within [`ACCEPT_POLL`](crate::listener) (200 ms).
+//! 2. Connections between messages are closed at once (their close handler
+//!    runs); connections inside a message finish that message and then close.
+//! 3. At the deadline every connection still open is cut (abort and close
+//!    handlers run as on end of input).
+//! 4. [`Server::run`] returns once every worker thread has been joined; Unix
+//!    socket files the server created are removed.
+
+use crate::connection::{serve, ConnectionConfig};
+use crate::context::ConnectionInfo;
+use crate::handler::Milter;
+use crate::hooks::Hooks;
+use crate::listener::{ListenOptions, Listener, ACCEPT_POLL};
+use crate::pool::Pool;
+use crate::registry::{Registry, ServerStats};
+use crate::socket_spec::{SocketSpec, SocketSpecError};
+use milter_core::limits::DEFAULT_MAX_PAYLOAD;
+use milter_core::Status;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// libmilter's default timeout for every read and write on a connection
+/// (`MI_TIMEOUT`, 7210 s): the MTA paces the conversation and may hold an idle
+/// connection open between messages.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7210);
+
+/// Default most connections served at once (each holds one thread).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default number of accepted connections that may wait for a free thread when
+/// all are busy; beyond it, new connections are closed at once.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// Default stack size of a connection thread. Only the pages a handler touches
+/// become resident, so 1,000 idle connections cost a few MiB, not 512 MiB.
+pub const DEFAULT_STACK_SIZE: usize = 512 * 1024;
+
+/// How long a thread without a connection stays around before it leaves.
+pub const DEFAULT_IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An error starting or running a server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A socket spec does not parse.
+    Spec(SocketSpecError),
+    /// Binding or listening failed.
+    Listen {
+        /// The spec.
+        spec: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `build` was called without any listener.
+    NoListener,
+    /// Accepting connections failed and the server stopped.
+    Accept(io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Spec(e) => e.fmt(f),
+            ServerError::Listen { spec, source } => write!(f, "cannot listen on {spec}: {source}"),
+            ServerError::NoListener => f.write_str("the server has no listener"),
+            ServerError::Accept(e) => write!(f, "accepting connections failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Spec(e) => Some(e),
+            ServerError::Listen { source, .. } => Some(source),
+            ServerError::Accept(e) => Some(e),
+            ServerError::NoListener => None,
+        }
+    }
+}
+
+/// Configures a [`Server`].
+///
+/// ```no_run
+/// use milter_blocking::{Milter, Server};
+/// use std::time::Duration;
+///
+/// #[derive(Milter, Default)]
+/// struct Nothing;
+///
+/// # fn main() -> Result<(), milter_blocking::ServerError> {
+/// let server = Server::builder()
+///     .listen("inet:7357@127.0.0.1")?
+///     .max_connections(256)
+///     .read_timeout(Duration::from_secs(600))
+///     .build(Nothing::default)?;
+/// let handle = server.handle();
+/// // e.g. from a signal thread: handle.shutdown(Duration::from_secs(10));
+/// server.run()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ServerBuilder {
+    listeners: Vec<Listener>,
+    listen: ListenOptions,
+    max_connections: usize,
+    queue: usize,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    stack_size: usize,
+    idle_thread_timeout: Duration,
+    max_payload: usize,
+    failure_status: Status,
+    shadow: bool,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl fmt::Debug for dyn Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hooks")
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            listeners: Vec::new(),
+            listen: ListenOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            queue: DEFAULT_QUEUE,
+            read_timeout: Some(DEFAULT_TIMEOUT),
+            write_timeout: Some(DEFAULT_TIMEOUT),
+            stack_size: DEFAULT_STACK_SIZE,
+            idle_thread_timeout: DEFAULT_IDLE_THREAD_TIMEOUT,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            failure_status: Status::Tempfail,
+            shadow: false,
+            hooks: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Listens on a libmilter-style socket spec (see [`SocketSpec`]); binds now, so
+    /// errors show here and port 0 gets its real port.
+    pub fn listen(self, spec: &str) -> Result<Self, ServerError> {
+        let spec: SocketSpec = spec.parse().map_err(ServerError::Spec)?;
+        self.listen_spec(&spec)
+    }
+
+    /// Listens on a parsed socket spec.
+    pub fn listen_spec(mut self, spec: &SocketSpec) -> Result<Self, ServerError> {
+        let l = Listener::bind(spec, &self.listen).map_err(|source| ServerError::Listen {
+            spec: spec.to_string(),
+            source,
+        })?;
+        self.listeners.push(l);
+        Ok(self)
+    }
+
+    /// Serves a listener made elsewhere (see [`Listener::from_tcp`],
+    /// [`Listener::from_unix`]).
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Socket options for the listeners bound after this call (backlog, Unix
+    /// socket mode/owner/group, stale socket removal).
+    pub fn listen_options(mut self, options: ListenOptions) -> Self {
+        self.listen = options;
+        self
+    }
+
+    /// Most connections served at once; each holds one thread.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Accepted connections that may wait for a thread; beyond that they are
+    /// closed at once (and logged), so the MTA applies its failure policy instead
+    /// of waiting.
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = n;
+        self
+    }
+
+    /// Timeout of every read (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    pub fn read_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
+        self.read_timeout = t.into();
+        self
+    }
+
+    /// Timeout of every write (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    pub fn write_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
+        self.write_timeout = t.into();
+        self
+    }
+
+    /// Stack size of connection threads. Default [`DEFAULT_STACK_SIZE`].
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes.max(64 * 1024);
+        self
+    }
+
+    /// How long an unused thread waits for work before it leaves.
+    pub fn idle_thread_timeout(mut self, t: Duration) -> Self {
+        self.idle_thread_timeout = t;
+        self
+    }
+
+    /// Largest packet payload accepted from the MTA, checked before buffering.
+    /// Default [`DEFAULT_MAX_PAYLOAD`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The answer when a handler returns an error or panics (default tempfail).
+    pub fn failure_status(mut self, status: Status) -> Self {
+        self.failure_status = status;
+        self
+    }
+
+    /// Shadow mode: the milter runs fully (handlers called, decisions and
+    /// modifications computed and validated), but the MTA is told continue (or
+    /// accept) with no modification, and one info line per message says what
+    /// would have happened. For trying a new rule on live traffic.
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = on;
+        self
+    }
+
+    /// Observability hooks (see [`Hooks`]).
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// Builds the server; `factory` makes one milter value per connection.
+    pub fn build<M, F>(self, factory: F) -> Result<Server, ServerError>
+    where
+        M: Milter + 'static,
+        F: Fn() -> M + Send + Sync + 'static,
+    {
+        if self.listeners.is_empty() {
+            return Err(ServerError::NoListener);
+        }
+        let config = ConnectionConfig {
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            max_payload: self.max_payload,
+            failure_status: self.failure_status,
+            shadow: self.shadow,
+            hooks: self.hooks.clone(),
+        };
+        let hooks = self.hooks;
+        let shared = Arc::new(Shared {
+            stopping: Arc::new(AtomicBool::new(false)),
+            deadline: Mutex::new(None),
+            registry: Registry::default(),
+            next_id: AtomicU64::new(1),
+            pool_counts: Mutex::new((0, 0)),
+            hooks: hooks.clone(),
+        });
+        let factory = Arc::new(factory);
+        let start: StartFn = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move |stream| {
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let info = ConnectionInfo {
+                    id,
+                    peer: stream.peer(),
+                };
+                let factory = Arc::clone(&factory);
+                let shared = Arc::clone(&shared);
+                let config = config.clone();
+                let hooks = hooks.clone();
+                Box::new(move || {
+                    log::debug!("{info}: connection opened");
+                    let opened = Instant::now();
+                    if let Some(h) = &hooks {
+                        h.connection_opened(&info);
+                    }
+                    let live = shared.registry.add(id, &stream);
+                    let milter = factory();
+                    serve(
+                        stream,
+                        milter,
+                        info.clone(),
+                        &config,
+                        &live,
+                        &shared.stopping,
+                    );
+                    shared.registry.remove(id);
+                    if let Some(h) = &hooks {
+                        h.connection_closed(&info, opened.elapsed());
+                    }
+                    log::debug!("{info}: connection closed");
+                })
+            })
+        };
+        Ok(Server {
+            listeners: self.listeners,
+            pool: Arc::new(Mutex::new(Pool::new(
+                self.max_connections,
+                self.queue,
+                self.idle_thread_timeout,
+                self.stack_size,
+            ))),
+            start,
+            shared,
+        })
+    }
+}
+
+type StartFn = Arc<dyn Fn(crate::listener::Stream) -> crate::pool::Job + Send + Sync>;
+
+#[derive(Debug)]
+struct Shared {
+    stopping: Arc<AtomicBool>,
+    deadline: Mutex<Option<Instant>>,
+    registry: Registry,
+    next_id: AtomicU64,
+    /// (threads, idle threads), refreshed by the accept loop for stats.
+    pool_counts: Mutex<(usize, usize)>,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+/// A running milter server. Build one with [`Server::builder`].
+pub struct Server {
+    listeners: Vec<Listener>,
+    pool: Arc<Mutex<Pool>>,
+    start: StartFn,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Controls a running server from other threads: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown: stop accepting, close connections between
+    /// messages, let messages in flight finish until `deadline` from now, then cut
+    /// the rest. Returns at once; [`Server::run`] returns when all is done.
+    pub fn shutdown(&self, deadline: Duration) {
+        if let Ok(mut d) = self.shared.deadline.lock() {
+            let at = Instant::now() + deadline;
+            *d = Some(d.map_or(at, |old| old.min(at)));
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.registry.close_idle();
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How many connections are open, idle, and in each stage, right now.
+    pub fn stats(&self) -> ServerStats {
+        let mut stats = self.shared.registry.stats();
+        if let Ok(pool) = self.pool.try_lock() {
+            stats.threads = pool.threads();
+            stats.idle_threads = pool.idle();
+        } else if let Ok(c) = self.shared.pool_counts.lock() {
+            (stats.threads, stats.idle_threads) = *c;
+        }
+        stats
+    }
+}
+
+impl Server {
+    /// A builder with the defaults described on its methods.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Where the first listener listens (with the real port when bound to 0).
+    pub fn local_spec(&self) -> SocketSpec {
+        self.listeners[0].local_spec()
+    }
+
+    /// Where every listener listens.
+    pub fn local_specs(&self) -> Vec<SocketSpec> {
+        self.listeners.iter().map(Listener::local_spec).collect()
+    }
+
+    /// A handle to stop the server or look at it while it runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+            pool: Arc::clone(&self.pool),
+        }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`]; returns after every connection
+    /// thread has been joined.
+    pub fn run(self) -> Result<(), ServerError> {
+        let Server {
+            listeners,
+            pool,
+            start,
+            shared,
+        } = self;
+        for l in &listeners {
+            l.set_accept_timeout(ACCEPT_POLL)
+                .map_err(ServerError::Accept)?;
+            log::info!("listening on {}", l.local_spec());
+        }
+        let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
+        let mut acceptors = Vec::new();
+        for l in listeners.iter().skip(1) {
+            let l = Arc::clone(l);
+            let pool = Arc::clone(&pool);
+            let start = Arc::clone(&start);
+            let shared = Arc::clone(&shared);
+            acceptors.push(thread::spawn(move || {
+                accept_loop(&l, &pool, &start, &shared)
+            }));
+        }
+        let mut result = accept_loop(&listeners[0], &pool, &start, &shared);
+        for a in acceptors {
+            match a.join() {
+                Ok(Err(e)) if result.is_ok() => result = Err(e),
+                Ok(_) => {}
+                Err(_) => log::error!("an accept thread panicked"),
+            }
+        }
+        // Stop taking connections (also when an accept loop failed).
+        shared.stopping.store(true, Ordering::SeqCst);
+        shared.registry.close_idle();
+        let deadline = shared
+            .deadline
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
+        while shared.registry.len() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if shared.registry.len() > 0 {
+            log::warn!(
+                "shutdown deadline reached: closing {} connections still open",
+                shared.registry.len()
+            );
+            shared.registry.close_all();
+        }
+        match pool.lock() {
+            Ok(mut p) => p.join(),
+            Err(p) => p.into_inner().join(),
+        }
+        drop(listeners);
+        log::info!("server stopped");
+        result
+    }
+}
+
+fn accept_loop(
+    listener: &Listener,
+    pool: &Mutex<Pool>,
+    start: &StartFn,
+    shared: &Shared,
+) -> Result<(), ServerError> {
+    let mut backoff = Duration::from_millis(10);
+    while !shared.stopping.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok(Some(stream)) => {
+                backoff = Duration::from_millis(10);
+                let peer = stream.peer();
+                let closer = stream.try_clone();
+                let job = start(stream);
+                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                let submitted = pool.submit(job);
+                if let Ok(mut c) = shared.pool_counts.lock() {
+                    *c = (pool.threads(), pool.idle());
+                }
+                drop(pool);
+                if submitted.is_err() {
+                    if let Some(h) = &shared.hooks {
+                        h.connection_refused(peer);
+                    }
+                    log::warn!(
+                        "connection from {} refused: all threads busy and the queue is full",
+                        peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string())
+                    );
+                    if let Ok(s) = closer {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) if is_transient(&e) => {
+                log::warn!("accept failed: {e}; retrying in {backoff:?}");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                log::error!("accept failed: {e}; stopping the server");
+                return Err(ServerError::Accept(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Errors after which accepting may work again (out of file descriptors, a
+/// connection reset before it was accepted, ...).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::OutOfMemory
+    ) || matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12 | 71 | 4))
+}

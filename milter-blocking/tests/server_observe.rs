@@ -1,0 +1,155 @@
+//! Shadow mode and the observability hooks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{continue_, watchdog, Mta, TestServer};
+use milter_blocking::core::client::Decision;
+use milter_blocking::{
+    Actions, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter, Spec,
+    Stage, Status,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Collects every log line.
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", r.level(), r.args()));
+    }
+    fn flush(&self) {}
+}
+
+fn logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        c
+    })
+}
+
+#[derive(Default)]
+struct Strict;
+
+impl Milter for Strict {
+    const SPEC: Spec = Spec {
+        actions: Actions::ADD_HEADER.union(Actions::CHANGE_BODY),
+        ..Spec::ALL_STAGES
+    };
+    fn rcpt(&mut self, _: &mut Context<'_>, r: &EnvelopeAddr<'_>) -> HandlerResult {
+        if r.address == b"<spam@x>" {
+            return Ok(Status::reply(550, Some("5.7.1"), "go away")?);
+        }
+        Ok(Status::Continue)
+    }
+    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+        ctx.add_header("X-Verdict", "spam")?;
+        ctx.replace_body("censored\r\n")?;
+        // Validation still applies in shadow mode.
+        assert!(ctx.change_from("<x@y>", None).is_err());
+        Ok(Status::Reject)
+    }
+}
+
+#[test]
+fn shadow_mode_sends_nothing_but_logs_what_would_have_happened() {
+    let logs = logs();
+    watchdog(Duration::from_secs(30), move || {
+        let server = TestServer::with(|b| b.shadow(true), Strict::default);
+        let mut mta = Mta::connect(&server.spec);
+        mta.connect_stage("h", "192.0.2.1", 25);
+        mta.mail("<a@b>", &[]);
+        assert_eq!(mta.rcpt("<spam@x>", &[]), continue_());
+        mta.macros(b'E', &[("i", "SHADOWQ1")]);
+        let eom = mta.eom();
+        assert_eq!(eom.decision, Decision::Continue);
+        assert!(eom.modifications.is_empty(), "{:?}", eom.modifications);
+        let lines = logs.0.lock().unwrap().clone();
+        let line = lines
+            .iter()
+            .find(|l| l.contains("shadow:") && l.contains("SHADOWQ1"))
+            .unwrap_or_else(|| panic!("no shadow line in {lines:?}"));
+        assert!(line.starts_with("INFO"), "{line}");
+        assert!(line.contains("reply 550 5.7.1 go away at rcpt"), "{line}");
+        assert!(line.contains("add_header X-Verdict: spam"), "{line}");
+        assert!(line.contains("replace_body 10 bytes"), "{line}");
+        assert!(line.contains("reject at eom"), "{line}");
+    });
+}
+
+#[derive(Default)]
+struct Counts {
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+    stages: AtomicUsize,
+    verdicts: Mutex<Vec<(Stage, String)>>,
+    modifications: AtomicUsize,
+    failures: AtomicUsize,
+    protocol_errors: AtomicUsize,
+}
+
+impl Hooks for Counts {
+    fn connection_opened(&self, _: &ConnectionInfo) {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+    }
+    fn connection_closed(&self, _: &ConnectionInfo, _: Duration) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn stage(&self, _: &ConnectionInfo, _: Stage, _: Duration) {
+        self.stages.fetch_add(1, Ordering::SeqCst);
+    }
+    fn verdict(&self, _: &ConnectionInfo, stage: Stage, status: &Status) {
+        self.verdicts
+            .lock()
+            .unwrap()
+            .push((stage, status.name().into_owned()));
+    }
+    fn modification(&self, _: &ConnectionInfo, _: &'static str) {
+        self.modifications.fetch_add(1, Ordering::SeqCst);
+    }
+    fn handler_failed(&self, _: &ConnectionInfo, _: Option<Stage>, _: bool) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+    }
+    fn protocol_error(&self, _: &ConnectionInfo, _: &dyn std::error::Error) {
+        self.protocol_errors.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn hooks_see_connections_stages_verdicts_and_errors() {
+    watchdog(Duration::from_secs(30), || {
+        let counts = Arc::new(Counts::default());
+        let server = TestServer::with(|b| b.hooks(counts.clone()), Strict::default);
+        let mut mta = Mta::connect(&server.spec);
+        mta.message_until_eom();
+        assert_eq!(mta.eom().decision, Decision::Reject);
+        mta.raw(b"\x00\x00\x00\x02Zz");
+        assert!(mta.closed_by_milter(Duration::from_secs(5)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counts.closed.load(Ordering::SeqCst) < 1 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+        // connect, helo, mail, rcpt, data, header, eoh, body, eom
+        assert_eq!(counts.stages.load(Ordering::SeqCst), 9);
+        assert_eq!(
+            *counts.verdicts.lock().unwrap(),
+            [(Stage::Eom, "reject".to_string())]
+        );
+        assert_eq!(counts.modifications.load(Ordering::SeqCst), 3);
+        assert_eq!(counts.protocol_errors.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.failures.load(Ordering::SeqCst), 0);
+    });
+}
