@@ -54,12 +54,17 @@ fn miltertest_against_c_reference() {
     check_milter(&miltertest, &binary);
 }
 
-// The Rust example, once `examples/conformance.rs` exists as the `conformance` binary:
-// #[test] fn miltertest_against_rust_example() { check_conformance_milter("miltertest_against_rust_example", Path::new(env!("CARGO_BIN_EXE_conformance"))); }
+/// The same scripts and checks against our Rust example.
+#[test]
+fn miltertest_against_rust_example() {
+    check_conformance_milter(
+        "miltertest_against_rust_example",
+        Path::new(env!("CARGO_BIN_EXE_conformance")),
+    );
+}
 
 /// Runs everything against the conformance milter binary `milter` (started as
 /// `milter inet:PORT@127.0.0.1`). Skips (or fails under `CI=true`) without miltertest.
-#[allow(dead_code)] // Used by the Rust example's test once it is enabled.
 fn check_conformance_milter(test: &str, milter: &Path) {
     if let Some(miltertest) = find_miltertest(test) {
         check_milter(&miltertest, milter);

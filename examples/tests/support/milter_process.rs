@@ -466,9 +466,6 @@ fn read_in_thread(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Ve
     })
 }
 
-/// Why [`c_toolchain_available`] says no.
-pub type Unavailable = String;
-
 /// The C compiler the helpers use: `$CC`, else `cc`.
 pub fn c_compiler() -> PathBuf {
     match std::env::var_os("CC") {
@@ -480,7 +477,7 @@ pub fn c_compiler() -> PathBuf {
 /// Checks that a C compiler is on `PATH` and that it finds libmilter's header
 /// (`libmilter/mfapi.h`) and library (`-lmilter`), by compiling and linking a probe
 /// program in a temporary directory. `Err` says what is missing.
-pub fn c_toolchain_available() -> Result<(), Unavailable> {
+pub fn c_toolchain_available() -> Result<(), String> {
     let cc = c_compiler();
     if cc.components().count() == 1 && find_program(&cc.to_string_lossy()).is_none() {
         return Err(format!("C compiler `{}` not found on PATH", cc.display()));
@@ -528,7 +525,7 @@ pub fn build_c_milter(source: &Path, out_dir: &Path) -> Result<PathBuf, String> 
     let binary = out_dir.join(stem);
     let cc = c_compiler();
     let output = Command::new(&cc)
-        .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-o"])
+        .args(["-O2", "-Wall", "-Wextra", "-o"])
         .arg(&binary)
         .arg(source)
         .args(["-lmilter", "-lpthread"])

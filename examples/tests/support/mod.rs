@@ -2,4 +2,9 @@
 //! part of it, hence the allowance for unused items.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cases;
 pub mod milter_process;
+pub mod milter_tap;
+pub mod postfix;
+pub mod sendmail;
+pub mod smtp;

@@ -1,0 +1,6 @@
+use milter_blocking::Milter;
+
+fn main() {
+    #[derive(Milter)]
+    struct Local;
+}

@@ -1,0 +1,7 @@
+use milter_blocking::Milter;
+
+#[derive(Milter)]
+#[milter(actions(ADD_HEADER))]
+struct Stamp;
+
+fn main() {}
