@@ -151,7 +151,7 @@ impl FrameDecoder {
     ///
     /// The space offered is at least 1 byte and at most what the frame being
     /// assembled still needs plus one growth step; it never grows by more than
-    /// [`GROW_STEP`] at a time, whatever a length prefix claims.
+    /// 64 KiB at a time, whatever a length prefix claims.
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
