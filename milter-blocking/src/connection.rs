@@ -3,6 +3,7 @@
 
 use crate::context::{ConnectionInfo, Context, EomContext};
 use crate::handler::{HandlerError, Milter};
+use crate::header_index::HeaderIndex;
 use crate::hooks::{Hooks, Observer};
 use crate::listener::Stream;
 use crate::registry::LiveConnection;
@@ -67,6 +68,7 @@ pub(crate) fn serve<M: Milter>(
         config,
         live,
         observer,
+        headers: HeaderIndex::default(),
     };
     conn.run(stopping);
 }
@@ -79,6 +81,7 @@ struct Connection<'a, M> {
     config: &'a ConnectionConfig,
     live: &'a LiveConnection,
     observer: Observer,
+    headers: HeaderIndex,
 }
 
 impl<M: Milter> Connection<'_, M> {
@@ -227,6 +230,7 @@ impl<M: Milter> Connection<'_, M> {
         }
         if input.new_message {
             self.milter.reset_message();
+            self.headers.clear();
         }
         let Some(event) = input.event else {
             return Flow::Go;
@@ -242,7 +246,10 @@ impl<M: Milter> Connection<'_, M> {
             Event::Mail(a) => self.call_stage(Stage::Mail, |m, ctx| m.mail(ctx, &a)),
             Event::Rcpt(a) => self.call_stage(Stage::Rcpt, |m, ctx| m.rcpt(ctx, &a)),
             Event::Data => self.call_stage(Stage::Data, |m, ctx| m.data(ctx)),
-            Event::Header(h) => self.call_stage(Stage::Header, |m, ctx| m.header(ctx, &h)),
+            Event::Header(h) => {
+                self.headers.record(h.name);
+                self.call_stage(Stage::Header, |m, ctx| m.header(ctx, &h))
+            }
             Event::Eoh => self.call_stage(Stage::Eoh, |m, ctx| m.eoh(ctx)),
             Event::Body(chunk) => self.call_stage(Stage::Body, |m, ctx| m.body(ctx, chunk)),
             Event::Unknown(line) => self.call_stage(Stage::Unknown, |m, ctx| m.unknown(ctx, line)),
@@ -288,6 +295,8 @@ impl<M: Milter> Connection<'_, M> {
         }
         match self.session.negotiate(&spec) {
             Ok(n) => {
+                self.headers.tracking =
+                    n.handled.has(Stage::Header) && !n.skipped.has(Stage::Header);
                 log::debug!(
                     "{}: negotiated version {}, actions 0x{:x}, protocol 0x{:x} (MTA offered version {}, actions 0x{:x}, protocol 0x{:x})",
                     self.info,
@@ -440,9 +449,10 @@ impl<M: Milter> Connection<'_, M> {
                 info,
                 session,
                 observer,
+                headers,
                 ..
             } = self;
-            let mut ctx = EomContext::new(session, info, stream, observer);
+            let mut ctx = EomContext::new(session, info, stream, observer, headers);
             catch_unwind(AssertUnwindSafe(|| milter.eom(&mut ctx)))
         };
         if let (Some(h), Some(t)) = (self.hooks(), started) {

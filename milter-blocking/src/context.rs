@@ -147,6 +147,7 @@ pub struct EomContext<'a> {
     conn: &'a ConnectionInfo,
     writer: &'a mut dyn Write,
     observer: &'a mut crate::hooks::Observer,
+    headers: &'a mut crate::header_index::HeaderIndex,
 }
 
 impl<'a> EomContext<'a> {
@@ -155,12 +156,14 @@ impl<'a> EomContext<'a> {
         conn: &'a ConnectionInfo,
         writer: &'a mut dyn Write,
         observer: &'a mut crate::hooks::Observer,
+        headers: &'a mut crate::header_index::HeaderIndex,
     ) -> Self {
         EomContext {
             session,
             conn,
             writer,
             observer,
+            headers,
         }
     }
 
@@ -213,7 +216,9 @@ impl<'a> EomContext<'a> {
             "add_header",
             || format!("{name}: {}", String::from_utf8_lossy(value)),
             |s| s.add_header(name.as_bytes(), value),
-        )
+        )?;
+        self.headers.adjust(name.as_bytes(), 1);
+        Ok(())
     }
 
     /// Inserts a header at position `index` (0 puts it at the very top; other
@@ -229,10 +234,14 @@ impl<'a> EomContext<'a> {
             "insert_header",
             || format!("[{index}] {name}: {}", String::from_utf8_lossy(value)),
             |s| s.insert_header(index, name.as_bytes(), value),
-        )
+        )?;
+        self.headers.adjust(name.as_bytes(), 1);
+        Ok(())
     }
 
-    /// Replaces the value of the `index`-th (1-based) header called `name`.
+    /// Replaces the value of the `index`-th (1-based, names compared ignoring
+    /// case) header called `name`. Where there is no such occurrence, both MTAs
+    /// add the header instead.
     pub fn change_header(
         &mut self,
         name: &str,
@@ -240,6 +249,7 @@ impl<'a> EomContext<'a> {
         value: impl AsRef<[u8]>,
     ) -> Result<(), ModifyError> {
         let value = value.as_ref();
+        check_index("change_header", index)?;
         if value.is_empty() {
             return Err(ModifyError::Action(ActionError::InvalidArgument {
                 call: "change_header",
@@ -254,13 +264,65 @@ impl<'a> EomContext<'a> {
     }
 
     /// Deletes the `index`-th (1-based) header called `name`. To delete several
-    /// occurrences, delete the highest index first (Postfix renumbers).
+    /// occurrences, delete the highest index first (Postfix renumbers after a
+    /// delete, Sendmail does not), or use [`EomContext::delete_all_headers`].
     pub fn delete_header(&mut self, name: &str, index: u32) -> Result<(), ModifyError> {
+        check_index("delete_header", index)?;
         self.modify(
             "delete_header",
             || format!("{name}[{index}]"),
             |s| s.change_header(name.as_bytes(), index, b""),
-        )
+        )?;
+        self.headers.adjust(name.as_bytes(), -1);
+        Ok(())
+    }
+
+    /// How many headers called `name` the message has, counting the ones the
+    /// milter saw and the ones its own calls added or deleted; `None` when the
+    /// milter does not see headers (no header handler: the MTA was asked not to
+    /// send them).
+    pub fn header_count(&self, name: &str) -> Option<u32> {
+        self.headers.count(name.as_bytes())
+    }
+
+    /// Makes the message have exactly one header `name: value`, whatever it had:
+    /// deletes the extra occurrences from the last down (the order that is right
+    /// in both MTAs), changes the first, or adds the header when there is none.
+    /// Without header tracking (see [`EomContext::header_count`]) it changes the
+    /// first occurrence, which both MTAs turn into an add when there is none.
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+        let value = value.as_ref();
+        match self.header_count(name) {
+            Some(0) => self.add_header(name, value),
+            Some(n) => {
+                for index in (2..=n).rev() {
+                    self.delete_header(name, index)?;
+                }
+                self.change_header(name, 1, value)
+            }
+            None => self.change_header(name, 1, value),
+        }
+    }
+
+    /// Deletes every header called `name` the message has (last first). Needs
+    /// header tracking; without it, only the first occurrence is deleted and the
+    /// call says how many it removed: 1.
+    pub fn delete_all_headers(&mut self, name: &str) -> Result<u32, ModifyError> {
+        let n = self.header_count(name).unwrap_or(1);
+        for index in (1..=n).rev() {
+            self.delete_header(name, index)?;
+        }
+        Ok(n)
+    }
+
+    /// Puts a header at the very top of the message, above the MTA's own
+    /// `Received:` (insert at index 0, which both MTAs honour that way).
+    pub fn prepend_header(
+        &mut self,
+        name: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), ModifyError> {
+        self.insert_header(0, name, value)
     }
 
     /// Adds a recipient.
@@ -348,6 +410,18 @@ impl<'a> EomContext<'a> {
         self.session.progress()?;
         self.flush()
     }
+}
+
+/// Header indexes are 1-based: refuse 0 rather than rely on both MTAs reading it
+/// as 1.
+fn check_index(call: &'static str, index: u32) -> Result<(), ModifyError> {
+    if index == 0 {
+        return Err(ModifyError::Action(ActionError::InvalidArgument {
+            call,
+            reason: "header indexes are 1-based (1 is the first occurrence)",
+        }));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for EomContext<'_> {

@@ -25,9 +25,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod connection;
 mod context;
 mod handler;
+mod header_index;
 mod hooks;
 mod listener;
 mod pool;

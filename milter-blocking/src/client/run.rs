@@ -1,0 +1,383 @@
+//! Sending a whole message through every stage, as an MTA does.
+
+use super::eom::{Applied, ApplyRules, EomResult};
+use super::message::{Address, Envelope, Message};
+use super::{Client, ClientError, Decision, Profile, Response};
+use milter_core::{ProtocolOpts, Stage};
+use std::fmt;
+
+/// One command sent by [`Client::send_message`] and its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The stage.
+    pub stage: Stage,
+    /// Which one of the stage: the recipient's index in the envelope, the header's
+    /// index in the message, the body chunk's number (from 0); 0 for the others.
+    pub index: usize,
+    /// What the milter answered.
+    pub response: Response,
+}
+
+/// The outcome of a message as the SMTP client would see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// The message is delivered (with the modifications, if the milter continued
+    /// through end of message).
+    Accept,
+    /// The message is accepted and then held (Postfix) or quarantined (Sendmail),
+    /// with this reason.
+    Quarantine(Vec<u8>),
+    /// The message (or, at connect or HELO, the session) is refused permanently.
+    Reject {
+        /// Where.
+        stage: Stage,
+        /// The milter's SMTP reply text, if it gave one.
+        reply: Option<Vec<u8>>,
+    },
+    /// The message (or session) is refused temporarily.
+    Tempfail {
+        /// Where.
+        stage: Stage,
+        /// The milter's SMTP reply text, if it gave one.
+        reply: Option<Vec<u8>>,
+    },
+    /// The message is accepted and silently dropped.
+    Discard {
+        /// Where.
+        stage: Stage,
+    },
+    /// The milter asked the MTA to shut the SMTP session down (`4`, 421).
+    Shutdown {
+        /// Where.
+        stage: Stage,
+    },
+}
+
+impl Verdict {
+    /// A short name: `accept`, `quarantine`, `reject`, `tempfail`, `discard`,
+    /// `shutdown`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Quarantine(_) => "quarantine",
+            Verdict::Reject { .. } => "reject",
+            Verdict::Tempfail { .. } => "tempfail",
+            Verdict::Discard { .. } => "discard",
+            Verdict::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    /// Whether the message is queued (accepted, possibly quarantined).
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Verdict::Accept | Verdict::Quarantine(_))
+    }
+
+    /// The verdict a final decision at `stage` means (`None` for continue and
+    /// skip).
+    pub fn from_decision(stage: Stage, d: &Decision) -> Option<Verdict> {
+        Some(match d {
+            Decision::Continue | Decision::Skip => return None,
+            Decision::Accept => Verdict::Accept,
+            Decision::Reject => Verdict::Reject { stage, reply: None },
+            Decision::Tempfail => Verdict::Tempfail { stage, reply: None },
+            Decision::Reply(t) if t.first() == Some(&b'5') => Verdict::Reject {
+                stage,
+                reply: Some(t.clone()),
+            },
+            Decision::Reply(t) => Verdict::Tempfail {
+                stage,
+                reply: Some(t.clone()),
+            },
+            Decision::Discard => Verdict::Discard { stage },
+            Decision::Shutdown => Verdict::Shutdown { stage },
+        })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Quarantine(r) => write!(f, "quarantine ({})", String::from_utf8_lossy(r)),
+            Verdict::Reject { stage, reply } | Verdict::Tempfail { stage, reply } => {
+                write!(f, "{} at {stage}", self.name())?;
+                if let Some(r) = reply {
+                    write!(f, ": {}", String::from_utf8_lossy(r).replace("\r\n", " / "))?;
+                }
+                Ok(())
+            }
+            Verdict::Discard { stage } | Verdict::Shutdown { stage } => {
+                write!(f, "{} at {stage}", self.name())
+            }
+        }
+    }
+}
+
+/// What [`Client::send_message`] did: every step, the end-of-message result (if
+/// the message got that far) and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// The commands sent, in order, with their responses.
+    pub steps: Vec<Step>,
+    /// The end-of-message result, if end of message was sent.
+    pub eom: Option<EomResult>,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// The indexes (in the envelope) of the recipients the milter did not refuse.
+    pub accepted_rcpts: Vec<usize>,
+    /// Whether an abort (`A`) was sent after the transaction.
+    pub aborted: bool,
+}
+
+impl Transcript {
+    fn new() -> Transcript {
+        Transcript {
+            steps: Vec::new(),
+            eom: None,
+            verdict: Verdict::Accept,
+            accepted_rcpts: Vec::new(),
+            aborted: false,
+        }
+    }
+
+    fn push(&mut self, stage: Stage, index: usize, response: &Response) {
+        self.steps.push(Step {
+            stage,
+            index,
+            response: response.clone(),
+        });
+    }
+
+    /// The response of the first step of `stage`.
+    pub fn response(&self, stage: Stage) -> Option<&Response> {
+        self.steps
+            .iter()
+            .find(|s| s.stage == stage)
+            .map(|s| &s.response)
+    }
+
+    /// The message and envelope the MTA would queue, `None` if it would not queue
+    /// any: the accepted recipients only, and the end-of-message modifications
+    /// applied with `rules` (see [`EomResult::apply_with`]).
+    pub fn delivered(
+        &self,
+        rules: ApplyRules,
+        message: &Message,
+        envelope: &Envelope,
+    ) -> Option<Applied> {
+        if !self.verdict.is_delivered() {
+            return None;
+        }
+        let mut env = envelope.clone();
+        env.recipients = self
+            .accepted_rcpts
+            .iter()
+            .filter_map(|&i| envelope.recipients.get(i).cloned())
+            .collect::<Vec<Address>>();
+        Some(match &self.eom {
+            Some(eom) => eom.apply_with(rules, message, &env),
+            None => Applied {
+                message: message.clone(),
+                envelope: env,
+                quarantine: None,
+            },
+        })
+    }
+}
+
+impl Client {
+    /// Sends a whole message through every stage, as the imitated MTA would.
+    ///
+    /// - If no session is open (no [`Client::connect`] yet, or after
+    ///   [`Client::quit_new_connection`]): connect with the envelope's client, then
+    ///   HELO if the envelope has one. A final decision there applies to the whole
+    ///   session: this and every later message on the session get that verdict
+    ///   without anything being sent.
+    /// - MAIL, then each RCPT: a refused recipient is left out and the message goes
+    ///   on; accept at RCPT ends the milter's part (the remaining recipients are
+    ///   accepted without asking it); when every recipient is refused the message
+    ///   is refused.
+    /// - DATA, each header (unfolded as Postfix sends them: one leading space
+    ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space),
+    ///   end of headers, the body in chunks of at most 65535 bytes (skip stops the
+    ///   body), end of message.
+    /// - The first final decision ends the message. Then the Postfix profile sends
+    ///   abort (as Postfix does after every transaction); the others send abort only
+    ///   if the milter is still inside the message (all recipients refused, or a
+    ///   discard at RCPT), as Sendmail does.
+    ///
+    /// Errors end the exchange; the steps so far are lost with it.
+    ///
+    /// ```no_run
+    /// use milter_blocking::client::{Client, Envelope, Message, Verdict};
+    /// let mut c = Client::open("unix:/run/milter.sock")?;
+    /// let msg = Message::parse(b"Subject: hi\r\n\r\nbody\r\n");
+    /// let t = c.send_message(&Envelope::new("a@example.org").rcpt("b@example.com"), &msg)?;
+    /// assert_eq!(t.verdict, Verdict::Accept);
+    /// # Ok::<(), milter_blocking::client::ClientError>(())
+    /// ```
+    pub fn send_message(
+        &mut self,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<Transcript, ClientError> {
+        let mut t = Transcript::new();
+        if let Some(v) = &self.session_verdict {
+            t.verdict = v.clone();
+            if v.is_delivered() {
+                t.accepted_rcpts = (0..envelope.recipients.len()).collect();
+            }
+            return Ok(t);
+        }
+        if !self.session_started {
+            let r = self.connect(&envelope.client_name, &envelope.client_addr)?;
+            t.push(Stage::Connect, 0, &r);
+            if self.session_decision(&mut t, Stage::Connect, &r, envelope) {
+                return Ok(t);
+            }
+            if let Some(helo) = &envelope.helo {
+                let r = self.helo(helo)?;
+                t.push(Stage::Helo, 0, &r);
+                if self.session_decision(&mut t, Stage::Helo, &r, envelope) {
+                    return Ok(t);
+                }
+            }
+        }
+        self.transaction(&mut t, envelope, message)?;
+        if self.profile == Profile::Postfix || self.in_message {
+            self.abort()?;
+            t.aborted = true;
+        }
+        Ok(t)
+    }
+
+    /// Records a session-level decision; true if the session is over.
+    fn session_decision(
+        &mut self,
+        t: &mut Transcript,
+        stage: Stage,
+        r: &Response,
+        envelope: &Envelope,
+    ) -> bool {
+        let Some(v) = r.decision().and_then(|d| Verdict::from_decision(stage, d)) else {
+            return false;
+        };
+        if v.is_delivered() {
+            t.accepted_rcpts = (0..envelope.recipients.len()).collect();
+        }
+        self.session_verdict = Some(v.clone());
+        t.verdict = v;
+        true
+    }
+
+    fn transaction(
+        &mut self,
+        t: &mut Transcript,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<(), ClientError> {
+        let r = self.mail_with_args(envelope.sender.address.as_bytes(), &envelope.sender.args)?;
+        t.push(Stage::Mail, 0, &r);
+        if let Some(v) = r
+            .decision()
+            .and_then(|d| Verdict::from_decision(Stage::Mail, d))
+        {
+            if v.is_delivered() {
+                t.accepted_rcpts = (0..envelope.recipients.len()).collect();
+            }
+            t.verdict = v;
+            return Ok(());
+        }
+        let mut refusal: Option<Verdict> = None;
+        for (i, rcpt) in envelope.recipients.iter().enumerate() {
+            let r = self.rcpt_with_args(rcpt.address.as_bytes(), &rcpt.args)?;
+            t.push(Stage::Rcpt, i, &r);
+            match r
+                .decision()
+                .and_then(|d| Verdict::from_decision(Stage::Rcpt, d))
+            {
+                None => t.accepted_rcpts.push(i),
+                Some(Verdict::Accept) => {
+                    t.accepted_rcpts.extend(i..envelope.recipients.len());
+                    t.verdict = Verdict::Accept;
+                    return Ok(());
+                }
+                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. })) => {
+                    // A permanent refusal outweighs a temporary one.
+                    if !matches!(refusal, Some(Verdict::Reject { .. })) {
+                        refusal = Some(v);
+                    }
+                }
+                Some(v) => {
+                    t.verdict = v;
+                    return Ok(());
+                }
+            }
+        }
+        if t.accepted_rcpts.is_empty() {
+            t.verdict = refusal.unwrap_or(Verdict::Reject {
+                stage: Stage::Rcpt,
+                reply: None,
+            });
+            return Ok(());
+        }
+        let r = self.data()?;
+        t.push(Stage::Data, 0, &r);
+        if self.message_final(t, Stage::Data, &r) {
+            return Ok(());
+        }
+        let leading_space = self
+            .negotiated
+            .protocol
+            .contains(ProtocolOpts::HEADER_LEADING_SPACE);
+        for (i, h) in message.headers.iter().enumerate() {
+            let r = self.header(&h.name, h.value_for_milter(leading_space))?;
+            t.push(Stage::Header, i, &r);
+            if self.message_final(t, Stage::Header, &r) {
+                return Ok(());
+            }
+        }
+        let r = self.eoh()?;
+        t.push(Stage::Eoh, 0, &r);
+        if self.message_final(t, Stage::Eoh, &r) {
+            return Ok(());
+        }
+        for (i, chunk) in message.body_chunks().enumerate() {
+            let r = self.body(chunk)?;
+            t.push(Stage::Body, i, &r);
+            if self.message_final(t, Stage::Body, &r) {
+                return Ok(());
+            }
+            if matches!(r, Response::Skipped | Response::Replied(Decision::Skip)) {
+                break;
+            }
+        }
+        let eom = self.eom()?;
+        t.steps.push(Step {
+            stage: Stage::Eom,
+            index: 0,
+            response: Response::Replied(eom.decision.clone()),
+        });
+        t.verdict = match Verdict::from_decision(Stage::Eom, &eom.decision) {
+            None | Some(Verdict::Accept) => match eom.quarantine() {
+                Some(q) => Verdict::Quarantine(q.to_vec()),
+                None => Verdict::Accept,
+            },
+            Some(v) => v,
+        };
+        t.eom = Some(eom);
+        Ok(())
+    }
+
+    /// Records a final decision for the message; true if the message is over.
+    fn message_final(&mut self, t: &mut Transcript, stage: Stage, r: &Response) -> bool {
+        match r.decision().and_then(|d| Verdict::from_decision(stage, d)) {
+            Some(v) => {
+                t.verdict = v;
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The socket under a client: TCP or Unix, with timeouts set only when they change.
+
+use super::error::ClientError;
+use crate::SocketSpec;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// A connected socket a [`Client`](super::Client) can talk over.
+///
+/// Built by [`Client::connect`](super::Client::connect), or from a stream the caller
+/// made (`UnixStream::pair()` in a test) with `Stream::from`.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix socket connection.
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Tcp(s)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Self {
+        Stream::Unix(s)
+    }
+}
+
+impl Stream {
+    pub(crate) fn connect(spec: &SocketSpec, timeout: Duration) -> io::Result<Stream> {
+        match spec {
+            SocketSpec::Inet(addr) => {
+                let s = TcpStream::connect_timeout(addr, timeout)?;
+                // Each exchange is one write; without this, Nagle holds a second
+                // small write until the first is acknowledged.
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            SocketSpec::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path)?)),
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        // Best effort: the peer may already be gone.
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Something [`Client::connect`](super::Client::connect) can connect to: a
+/// [`SocketSpec`], or a string that parses as one (`"inet:7357@127.0.0.1"`,
+/// `"inet6:7357@::1"`, `"unix:/run/milter.sock"`).
+pub trait ConnectTarget {
+    /// The socket spec.
+    fn to_spec(&self) -> Result<SocketSpec, ClientError>;
+}
+
+impl ConnectTarget for SocketSpec {
+    fn to_spec(&self) -> Result<SocketSpec, ClientError> {
+        Ok(self.clone())
+    }
+}
+
+impl ConnectTarget for &SocketSpec {
+    fn to_spec(&self) -> Result<SocketSpec, ClientError> {
+        Ok((*self).clone())
+    }
+}
+
+impl ConnectTarget for str {
+    fn to_spec(&self) -> Result<SocketSpec, ClientError> {
+        self.parse()
+            .map_err(|e: crate::SocketSpecError| ClientError::Misuse(e.to_string()))
+    }
+}
+
+impl ConnectTarget for &str {
+    fn to_spec(&self) -> Result<SocketSpec, ClientError> {
+        (**self).to_spec()
+    }
+}
+
+impl ConnectTarget for String {
+    fn to_spec(&self) -> Result<SocketSpec, ClientError> {
+        self.as_str().to_spec()
+    }
+}
