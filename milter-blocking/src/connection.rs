@@ -69,6 +69,7 @@ pub(crate) fn serve<M: Milter>(
         live,
         observer,
         headers: HeaderIndex::default(),
+        opened: std::time::Instant::now(),
     };
     conn.run(stopping);
 }
@@ -82,6 +83,7 @@ struct Connection<'a, M> {
     live: &'a LiveConnection,
     observer: Observer,
     headers: HeaderIndex,
+    opened: std::time::Instant,
 }
 
 impl<M: Milter> Connection<'_, M> {
@@ -117,9 +119,10 @@ impl<M: Milter> Connection<'_, M> {
                         h.timeout(&self.info);
                     }
                     log::warn!(
-                        "{}: no command from the MTA for {:?} (at {}); closing",
+                        "{}: no command from the MTA for {:?} (connection open {:?}, at {}); closing",
                         self.tag(),
                         self.config.read_timeout.unwrap_or_default(),
+                        self.opened.elapsed(),
                         self.session.position().name()
                     );
                     return self.end_of_input();

@@ -22,9 +22,28 @@
 //! The derive needs the type at module level (not inside a function body): the
 //! code it generates reaches the type through a module path.
 
-#![deny(missing_docs)]
-#![forbid(unsafe_code)]
+//!
+//! # Logging policy
+//!
+//! The crate logs through the [`log`](https://docs.rs/log) facade and never
+//! installs a logger. Every line about a connection starts with its number and
+//! the MTA's address, and the queue id once the MTA sent it.
+//!
+//! - **error**: the server cannot go on (accept failed for good); a handler
+//!   panicked (with the panic message); a worker thread could not be started.
+//! - **warn**: the MTA broke the protocol; negotiation failed; a handler returned
+//!   an error; a read timed out; a connection was refused at the limit; a
+//!   handler's status was changed (reject at a no-reply stage, discard at
+//!   connect, ...); the shutdown deadline cut connections.
+//! - **info**: start (each listener) and stop; shadow-mode lines.
+//! - **debug**: connections opened and closed (an MTA closing its connection is
+//!   ordinary and never logged above debug); the negotiation result.
+//! - **trace**: every command received.
 
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod activation;
 pub mod client;
 mod connection;
 mod context;
@@ -41,6 +60,7 @@ mod socket_spec;
 #[path = "derive_support.rs"]
 pub mod __private;
 
+pub use activation::take_listeners;
 pub use context::{ConnectionInfo, Context, EomContext, ModifyError};
 pub use handler::{HandlerError, HandlerResult, Milter};
 pub use hooks::Hooks;

@@ -30,6 +30,11 @@ pub struct ListenOptions {
     /// Remove a stale Unix socket file at start (only if it is a socket and nothing
     /// answers on it).
     pub remove_stale: bool,
+    /// TCP keepalive idle time for accepted connections, so that a connection
+    /// whose MTA vanished (host down, no FIN) is noticed: probes start after this
+    /// long without traffic and repeat every 10 s. `None` keeps the system's
+    /// defaults (SO_KEEPALIVE is always on, as in libmilter).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for ListenOptions {
@@ -40,6 +45,7 @@ impl Default for ListenOptions {
             unix_owner: None,
             unix_group: None,
             remove_stale: true,
+            tcp_keepalive: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -49,6 +55,7 @@ impl Default for ListenOptions {
 pub struct Listener {
     socket: Socket,
     kind: ListenerKind,
+    keepalive: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -83,6 +90,7 @@ impl Listener {
                 Ok(Listener {
                     socket,
                     kind: ListenerKind::Tcp(local),
+                    keepalive: opts.tcp_keepalive,
                 })
             }
             SocketSpec::Unix(path) => bind_unix(path, opts),
@@ -95,6 +103,7 @@ impl Listener {
         Ok(Listener {
             socket: Socket::from(listener),
             kind: ListenerKind::Tcp(local),
+            keepalive: ListenOptions::default().tcp_keepalive,
         })
     }
 
@@ -108,6 +117,27 @@ impl Listener {
         Ok(Listener {
             socket: Socket::from(listener),
             kind: ListenerKind::Unix { path, ino: None },
+            keepalive: None,
+        })
+    }
+
+    /// Wraps a listening socket of either kind (used for sockets passed in by the
+    /// service manager). Its file, if a Unix socket, is not removed on drop.
+    pub(crate) fn from_socket(socket: Socket) -> io::Result<Listener> {
+        let local = socket.local_addr()?;
+        let kind = if let Some(addr) = local.as_socket() {
+            ListenerKind::Tcp(addr)
+        } else {
+            let path = local
+                .as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            ListenerKind::Unix { path, ino: None }
+        };
+        Ok(Listener {
+            socket,
+            kind,
+            keepalive: ListenOptions::default().tcp_keepalive,
         })
     }
 
@@ -133,6 +163,12 @@ impl Listener {
                     ListenerKind::Tcp(_) => {
                         sock.set_tcp_nodelay(true)?;
                         sock.set_keepalive(true)?;
+                        if let Some(idle) = self.keepalive {
+                            let ka = socket2::TcpKeepalive::new()
+                                .with_time(idle)
+                                .with_interval(Duration::from_secs(10));
+                            sock.set_tcp_keepalive(&ka)?;
+                        }
                         let stream: TcpStream = sock.into();
                         Ok(Some(Stream::Tcp(stream, addr.as_socket())))
                     }
@@ -229,6 +265,7 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
             path: path.to_path_buf(),
             ino: Some((meta.dev(), meta.ino())),
         },
+        keepalive: None,
     })
 }
 

@@ -167,6 +167,24 @@ impl ServerBuilder {
         Ok(self)
     }
 
+    /// Serves the sockets the service manager passed in (systemd socket
+    /// activation, `LISTEN_FDS`); adds nothing when there are none. See
+    /// [`take_listeners`](crate::take_listeners) and `docs/OPERATIONS.md` for a
+    /// sample unit.
+    pub fn listen_activated(mut self) -> Result<Self, ServerError> {
+        let passed = crate::activation::take_listeners().map_err(|source| ServerError::Listen {
+            spec: "LISTEN_FDS".into(),
+            source,
+        })?;
+        self.listeners.extend(passed);
+        Ok(self)
+    }
+
+    /// Whether any listener was added.
+    pub fn has_listener(&self) -> bool {
+        !self.listeners.is_empty()
+    }
+
     /// Serves a listener made elsewhere (see [`Listener::from_tcp`],
     /// [`Listener::from_unix`]).
     pub fn listener(mut self, listener: Listener) -> Self {
