@@ -1,0 +1,421 @@
+//! Throughput of milter implementations under the same load, side by side.
+//!
+//! `cargo bench -p milter-benches --bench throughput` runs the whole grid
+//! (concurrency 1, 4, 32, 256 × unix socket and TCP loopback × small and large
+//! messages) with every implementation interleaved, several repetitions, and prints a
+//! table of medians and ratios to the floor. `cargo test --benches` runs it once,
+//! briefly, on a small grid, so that it cannot rot. Environment:
+//! `BENCH_SECONDS` (per measurement, default 2), `BENCH_REPS` (default 3),
+//! `BENCH_ONLY` (comma-separated implementation names), `BENCH_OUT` (also write the
+//! table to this file).
+//!
+//! Load: the project's client, C connections with one thread each; per connection
+//! connect and helo once, then messages back to back: mail, rcpt, data, 10 headers,
+//! eoh, the body in chunks of at most 65535 bytes, eom, and abort as Postfix does,
+//! with Postfix's macros. Every reply is checked; at end of message the milter must
+//! add exactly `X-Bench: <body bytes>`. Any other answer fails the run.
+
+use milter_blocking::client::{Client, ClientAddress, Response};
+use milter_blocking::core::client::Decision;
+use milter_blocking::core::Modification;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Unix,
+    Tcp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Size {
+    Small,
+    Large,
+}
+
+impl Size {
+    fn body(self) -> Vec<u8> {
+        let len = match self {
+            Size::Small => 4 * 1024,
+            Size::Large => 1024 * 1024,
+        };
+        let line = b"The quick brown fox jumps over the lazy dog 0123456789.\r\n";
+        line.iter().copied().cycle().take(len).collect()
+    }
+}
+
+struct Implementation {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+struct Sample {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    messages: u64,
+}
+
+fn implementations(work: &Path) -> Vec<Implementation> {
+    let mut list = vec![
+        Implementation {
+            name: "ours",
+            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            args: vec![],
+        },
+        Implementation {
+            name: "ours-lean",
+            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            args: vec!["--lean".into()],
+        },
+        Implementation {
+            name: "floor",
+            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-floor")),
+            args: vec![],
+        },
+        Implementation {
+            name: "indymilter",
+            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-indymilter")),
+            args: vec![],
+        },
+    ];
+    match build_libmilter(work) {
+        Ok(program) => list.push(Implementation {
+            name: "libmilter",
+            program,
+            args: vec![],
+        }),
+        Err(why) => println!("libmilter: not measured ({why})"),
+    }
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        list.retain(|i| only.contains(&i.name));
+    }
+    list
+}
+
+/// Builds the libmilter peer with the system C compiler, if libmilter is installed.
+fn build_libmilter(work: &Path) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/libmilter_bench.c");
+    if !Path::new("/usr/include/libmilter/mfapi.h").exists() {
+        return Err("libmilter headers not installed (Debian package libmilter-dev)".into());
+    }
+    let out = work.join("libmilter_bench");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .args(["-lmilter", "-lpthread"])
+        .status()
+        .map_err(|e| format!("running cc: {e}"))?;
+    if !status.success() {
+        return Err(format!("cc failed: {status}"));
+    }
+    Ok(out)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Running {
+    child: Child,
+    spec: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(imp: &Implementation, transport: Transport, work: &Path, n: usize) -> Running {
+    let spec = match transport {
+        Transport::Tcp => format!("inet:{}@127.0.0.1", free_port()),
+        Transport::Unix => {
+            let p = work.join(format!("{}-{n}.sock", imp.name));
+            let _ = std::fs::remove_file(&p);
+            format!("unix:{}", p.display())
+        }
+    };
+    let child = Command::new(&imp.program)
+        .args(&imp.args)
+        .arg(&spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", imp.name));
+    let running = Running { child, spec };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::open(running.spec.as_str()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not start listening",
+            imp.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running
+}
+
+/// Runs the load on one running implementation.
+fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Sample {
+    let body = Arc::new(size.body());
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            let spec = spec.to_string();
+            let body = Arc::clone(&body);
+            let stop = Arc::clone(&stop);
+            let barrier = Arc::clone(&barrier);
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || connection(&spec, i, &body, &stop, &barrier))
+                .expect("load thread")
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::SeqCst);
+    let mut latencies = Vec::new();
+    for t in threads {
+        match t.join() {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => panic!("load connection failed: {e}"),
+            Err(_) => panic!("load thread panicked"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Sample {
+        per_second: latencies.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        messages: latencies.len() as u64,
+    }
+}
+
+fn expect_continue(r: Response, what: &str) -> Result<(), String> {
+    match r {
+        Response::Skipped | Response::Replied(Decision::Continue) => Ok(()),
+        other => Err(format!("{what}: {other:?}")),
+    }
+}
+
+/// One load connection: messages back to back until `stop`; returns per-message
+/// latencies.
+fn connection(
+    spec: &str,
+    index: usize,
+    body: &[u8],
+    stop: &AtomicBool,
+    barrier: &Barrier,
+) -> Result<Vec<Duration>, String> {
+    let prepared = (|| -> Result<Client, String> {
+        let mut c = Client::open(spec).map_err(|e| e.to_string())?;
+        let addr: SocketAddr = ([192, 0, 2, 1], 40000 + index as u16).into();
+        expect_continue(
+            c.connect("client.example.net", &ClientAddress::Ip(addr))
+                .map_err(|e| e.to_string())?,
+            "connect",
+        )?;
+        expect_continue(
+            c.helo("client.example.net").map_err(|e| e.to_string())?,
+            "helo",
+        )?;
+        Ok(c)
+    })();
+    barrier.wait();
+    let mut c = prepared?;
+    let want = body.len().to_string().into_bytes();
+    let mut latencies = Vec::with_capacity(4096);
+    let headers: Vec<(String, String)> = (0..10)
+        .map(|i| {
+            (
+                format!("X-Header-{i}"),
+                format!("value number {i} of the benchmark message"),
+            )
+        })
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let e = |e: milter_blocking::client::ClientError| e.to_string();
+        expect_continue(c.mail("<sender@example.org>").map_err(e)?, "mail")?;
+        expect_continue(c.rcpt("<rcpt@example.org>").map_err(e)?, "rcpt")?;
+        expect_continue(c.data().map_err(e)?, "data")?;
+        for (n, v) in &headers {
+            expect_continue(c.header(n, v).map_err(e)?, "header")?;
+        }
+        expect_continue(c.eoh().map_err(e)?, "eoh")?;
+        let b = c.body_chunks(body).map_err(e)?;
+        if let Some(r) = b.response {
+            expect_continue(r, "body")?;
+        }
+        let eom = c.eom().map_err(e)?;
+        match (&eom.decision, eom.modifications.as_slice()) {
+            (Decision::Continue, [Modification::AddHeader { name, value }])
+                if name == b"X-Bench" && *value == want => {}
+            other => return Err(format!("eom: {other:?}")),
+        }
+        c.abort().map_err(e)?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Our server holding `n` idle connections (negotiated, connected, HELO done).
+fn idle_memory(imp: &Implementation, work: &Path, n: usize) -> (u64, u64) {
+    let running = start(imp, Transport::Unix, work, 9999);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(running.child.id()).unwrap_or(0);
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Client::open(running.spec.as_str()).expect("idle connection");
+        let addr: SocketAddr = ([192, 0, 2, 1], 1000 + i as u16).into();
+        c.connect("client.example.net", &ClientAddress::Ip(addr))
+            .expect("connect");
+        c.helo("client.example.net").expect("helo");
+        clients.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(running.child.id()).unwrap_or(0);
+    drop(clients);
+    (before, after)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let seconds: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if full { 2.0 } else { 0.3 });
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if full { 3 } else { 1 });
+    let work = std::env::temp_dir().join(format!("milter-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let imps = implementations(&work);
+    let grid: Vec<(usize, Transport, Size)> = if full {
+        let mut g = Vec::new();
+        for size in [Size::Small, Size::Large] {
+            for transport in [Transport::Unix, Transport::Tcp] {
+                for c in [1, 4, 32, 256] {
+                    g.push((c, transport, size));
+                }
+            }
+        }
+        g
+    } else {
+        vec![
+            (4, Transport::Unix, Size::Small),
+            (4, Transport::Tcp, Size::Small),
+        ]
+    };
+
+    let mut table = String::new();
+    table.push_str("| profile | transport | C | implementation | msgs/s | p50 | p99 | × floor |\n");
+    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let mut n = 0;
+    for (conns, transport, size) in grid {
+        let mut results: Vec<Vec<Sample>> = vec![Vec::new(); imps.len()];
+        for rep in 0..reps {
+            for k in 0..imps.len() {
+                // Interleave, rotating the order each repetition.
+                let i = (k + rep) % imps.len();
+                n += 1;
+                let running = start(&imps[i], transport, &work, n);
+                let s = measure(&running.spec, conns, size, seconds);
+                assert!(s.messages > 0, "{}: no message completed", imps[i].name);
+                results[i].push(s);
+            }
+        }
+        let medians: Vec<(f64, Sample)> = results
+            .iter()
+            .map(|r| {
+                let m = median(r.iter().map(|s| s.per_second).collect());
+                let pick = r
+                    .iter()
+                    .min_by(|a, b| {
+                        (a.per_second - m)
+                            .abs()
+                            .partial_cmp(&(b.per_second - m).abs())
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    })
+                    .cloned()
+                    .expect("a sample");
+                (m, pick)
+            })
+            .collect();
+        let floor = imps
+            .iter()
+            .position(|i| i.name == "floor")
+            .map(|f| medians[f].0);
+        for (imp, (m, s)) in imps.iter().zip(&medians) {
+            let ratio = floor.map_or("-".to_string(), |f| format!("{:.2}", m / f));
+            let line = format!(
+                "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} |\n",
+                size,
+                transport,
+                conns,
+                imp.name,
+                m,
+                s.p50.as_secs_f64() * 1e3,
+                s.p99.as_secs_f64() * 1e3,
+                ratio
+            );
+            print!("{line}");
+            table.push_str(&line);
+        }
+    }
+    if let Some(ours) = imps.iter().find(|i| i.name == "ours") {
+        let n = if full { 1000 } else { 50 };
+        let (before, after) = idle_memory(ours, &work, n);
+        let line = format!(
+            "\nours: resident memory {:.1} MiB at start, {:.1} MiB holding {n} idle connections\n",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
+        print!("{line}");
+        table.push_str(&line);
+    }
+    if let Ok(path) = std::env::var("BENCH_OUT") {
+        let _ = std::fs::write(path, &table);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    println!("\nthroughput: 1 passed, 0 failed");
+}
