@@ -162,3 +162,88 @@ fn header_helpers_behind_postfix() {
         .expect("server run");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// With HDR_LEADSPC negotiated, header values reach the milter and leave it exactly
+/// as on the wire: no space stripped, none added (what DKIM "simple" needs).
+#[derive(Milter, Default)]
+#[milter(actions(add_header), options(header_leading_space))]
+struct Verbatim {
+    #[milter(per_message)]
+    seen: Option<Vec<u8>>,
+}
+
+impl Verbatim {
+    fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) -> Status {
+        if h.is("X-Lead") {
+            self.seen = Some(h.value.to_vec());
+        }
+        Status::Continue
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+        let seen = self.seen.take().unwrap_or_default();
+        // Echo what arrived, in brackets, and add a value with two leading spaces.
+        ctx.add_header("X-Seen", [b" [".as_slice(), &seen, b"]"].concat())?;
+        ctx.add_header("X-Added", "  two leading spaces")?;
+        Ok(Status::Continue)
+    }
+}
+
+#[test]
+fn leading_space_is_kept_both_ways_behind_postfix() {
+    const TEST: &str = "leading_space_is_kept_both_ways_behind_postfix";
+    if let Some(reason) = postfix::unavailable() {
+        missing_prerequisite(TEST, &reason);
+        return;
+    }
+    let server = Server::builder()
+        .listen("inet:0@127.0.0.1")
+        .expect("bind")
+        .build(Verbatim::default)
+        .expect("server");
+    let milter_port = match server.local_spec() {
+        milter_blocking::SocketSpec::Inet(a) => a.port(),
+        other => panic!("{other}"),
+    };
+    let handle = server.handle();
+    let server_thread = std::thread::spawn(move || server.run());
+    let sink = SmtpSink::start().expect("sink");
+    let config = PostfixConfig {
+        milter: format!("inet:127.0.0.1:{milter_port}"),
+        relay: sink.addr(),
+        extra_main_cf: Vec::new(),
+    };
+    let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
+    let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
+    smtp.ehlo("client.example.test").expect("ehlo");
+    smtp.mail_from("<a@example.test>", &[]).expect("mail");
+    smtp.rcpt_to("<b@example.test>", &[]).expect("rcpt");
+    let message = "X-Lead:   three spaces\r\nFrom: a@example.test\r\n\r\nbody\r\n";
+    let replies = smtp.data(message.as_bytes()).expect("data");
+    let _ = smtp.quit();
+    assert!(
+        replies.final_reply().is_positive(),
+        "{:?}",
+        replies.final_reply()
+    );
+    let delivered = sink
+        .wait_for_count(1, Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("nothing delivered\n{}", mta.log()))[0]
+        .clone();
+    let raw: Vec<String> = delivered.headers().iter().map(|h| h.raw()).collect();
+    drop(mta);
+    handle.shutdown(Duration::from_secs(5));
+    server_thread
+        .join()
+        .expect("server thread")
+        .expect("server run");
+    assert!(raw.iter().any(|h| h == "X-Lead:   three spaces"), "{raw:?}");
+    assert!(
+        raw.iter().any(|h| h == "X-Seen: [   three spaces]"),
+        "{raw:?}"
+    );
+    assert!(
+        raw.iter().any(|h| h == "X-Added:  two leading spaces"),
+        "{raw:?}"
+    );
+}
