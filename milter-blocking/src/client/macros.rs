@@ -8,15 +8,17 @@ use milter_core::{MacroStage, Stage};
 /// Host name the imitated MTA claims (`j`, `{daemon_name}` for Postfix).
 pub(crate) const MTA_HOST: &str = "mx.example.org";
 
-/// Per-stage lists of Postfix 3.7 (`postconf -d milter_*_macros`), with the queue
-/// id spelled as Postfix was seen to send it.
+/// Per-stage lists of Postfix 3.7 (`postconf -d milter_*_macros`), in wire-index
+/// order. The queue id is `i` everywhere by default (observed with 3.7.11 and a
+/// milter that sends no symbol lists); Postfix spells it `{i}` only when the
+/// milter's own list does.
 const POSTFIX_LISTS: [&str; 7] = [
     "j {daemon_name} {daemon_addr} v _",
     "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
     "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
     "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
     "i",
-    "{i}",
+    "i",
     "i",
 ];
 
@@ -235,7 +237,11 @@ impl MacroWriter<'_> {
             b"j" => MTA_HOST.as_bytes(),
             b"daemon_name" if sendmail => b"MTA",
             b"daemon_name" => MTA_HOST.as_bytes(),
-            b"daemon_addr" | b"if_addr" => b"127.0.0.1",
+            b"daemon_addr" => b"127.0.0.1",
+            // Sendmail leaves `{if_addr}` unset for connections on the loopback
+            // interface (observed with 8.17.1.9), which is where these profiles say
+            // the MTA listens: not sent.
+            b"if_addr" => return false,
             b"daemon_port" => b"25",
             b"if_name" => b"localhost",
             b"v" if sendmail => b"8.17.1.9",
@@ -374,7 +380,7 @@ mod tests {
         assert!(p.contains(&("{mail_addr}".into(), "a@example.org".into())));
         out.clear();
         w.write(&mut out, b'B', Stage::Body, false);
-        assert_eq!(pairs(&out), [("{i}".to_string(), "4F2A1B3C5D".to_string())]);
+        assert_eq!(pairs(&out), [("i".to_string(), "4F2A1B3C5D".to_string())]);
     }
 
     #[test]

@@ -621,8 +621,13 @@ impl Client {
         Ok(())
     }
 
-    /// Sends quit (`Q`) and closes the connection.
+    /// Sends quit (`Q`) and closes the connection. With the Postfix profile an abort
+    /// goes first, as Postfix sends one when the SMTP client quits (observed with
+    /// 3.7.11: `... E A A Q`).
     pub fn quit(mut self) -> Result<(), ClientError> {
+        if self.profile == Profile::Postfix && self.session_started {
+            self.control(Command::Abort, "abort")?;
+        }
         self.control(Command::Quit, "quit")?;
         self.stream.shutdown();
         self.closed = true;
