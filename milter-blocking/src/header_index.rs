@@ -1,6 +1,14 @@
 //! How many headers of each name the current message has, as the milter saw them,
 //! so that the header helpers can compute index-correct change/delete sequences.
 
+/// Most distinct header names tracked per message; a message with more (no real
+/// mail has) stops being tracked, and the helpers fall back to what they do
+/// without tracking. Bounds the memory a hostile message can make us hold.
+const MAX_NAMES: usize = 1024;
+
+/// Most bytes of distinct names tracked per message (same reason).
+const MAX_NAME_BYTES: usize = 64 * 1024;
+
 /// Per-message header name counts. Names are compared ignoring ASCII case (both
 /// MTAs count occurrences that way). Buffers are reused across messages.
 #[derive(Debug, Default)]
@@ -11,17 +19,32 @@ pub(crate) struct HeaderIndex {
     entries: Vec<(u32, u32, u32)>,
     /// Whether headers of this message were seen (the header stage is handled).
     pub(crate) tracking: bool,
+    /// This message had too many distinct names to track.
+    overflow: bool,
 }
 
 impl HeaderIndex {
     pub(crate) fn clear(&mut self) {
         self.names.clear();
         self.entries.clear();
+        self.overflow = false;
+        if self.names.capacity() > MAX_NAME_BYTES {
+            self.names.shrink_to(MAX_NAME_BYTES);
+        }
     }
 
     pub(crate) fn record(&mut self, name: &[u8]) {
         if let Some(e) = self.find_mut(name) {
             e.2 += 1;
+            return;
+        }
+        if self.overflow {
+            return;
+        }
+        if self.entries.len() >= MAX_NAMES || self.names.len() + name.len() > MAX_NAME_BYTES {
+            self.overflow = true;
+            self.names.clear();
+            self.entries.clear();
             return;
         }
         let start = self.names.len() as u32;
@@ -31,7 +54,7 @@ impl HeaderIndex {
 
     /// Occurrences of `name`; `None` when headers were not tracked.
     pub(crate) fn count(&self, name: &[u8]) -> Option<u32> {
-        if !self.tracking {
+        if !self.tracking || self.overflow {
             return None;
         }
         Some(
@@ -47,7 +70,7 @@ impl HeaderIndex {
     /// Notes that one occurrence was deleted or added by the milter, so later
     /// helper calls in the same end of message see the new count.
     pub(crate) fn adjust(&mut self, name: &[u8], delta: i32) {
-        if !self.tracking {
+        if !self.tracking || self.overflow {
             return;
         }
         match self.find_mut(name) {
@@ -90,5 +113,21 @@ mod tests {
         assert_eq!(h.names.capacity(), cap);
         h.tracking = false;
         assert_eq!(h.count(b"Subject"), None);
+    }
+
+    #[test]
+    fn stops_tracking_past_its_bounds() {
+        let mut h = HeaderIndex {
+            tracking: true,
+            ..HeaderIndex::default()
+        };
+        for i in 0..MAX_NAMES + 10 {
+            h.record(format!("X-Name-{i}").as_bytes());
+        }
+        assert_eq!(h.count(b"X-Name-1"), None);
+        assert!(h.entries.is_empty() && h.names.is_empty());
+        h.clear();
+        h.record(b"Subject");
+        assert_eq!(h.count(b"subject"), Some(1));
     }
 }
