@@ -340,12 +340,12 @@ impl ClientSession {
         };
         let before = self.out.len();
         cmd.encode(&mut self.out);
-        if self.out.len() - before - 5 > MAX_SEND_PAYLOAD {
+        let packet = self.out.len() - before;
+        if packet - 5 > MAX_SEND_PAYLOAD {
             self.out.truncate(before);
             self.awaiting = None;
             return Err(ClientError::Misuse(format!(
-                "a {}-byte packet exceeds the {MAX_SEND_PAYLOAD}-byte limit",
-                self.out.len() - before
+                "a {packet}-byte packet exceeds the {MAX_SEND_PAYLOAD}-byte payload limit"
             )));
         }
         if stage == Some(Stage::Eom) {

@@ -357,6 +357,16 @@ impl FilterSession {
             Position::Closed => return Err(SessionError::Misuse("session is closed")),
             _ => {}
         }
+        if self.position == Position::Idle
+            && !matches!(
+                cmd,
+                Command::Macro(_) | Command::Abort | Command::Quit | Command::QuitNewConnection
+            )
+        {
+            // The first command of a session after `K` starts it (whatever the
+            // command: connect may be negotiated away).
+            self.session_started = true;
+        }
         match cmd {
             Command::Macro(def) => {
                 self.macros.define(def.stage, def.raw);
@@ -385,20 +395,23 @@ impl FilterSession {
                 self.macros.command(cmd.code());
                 let abort_first = self.in_message();
                 self.end_message();
-                self.session_started = keep;
+                // A session that never began (a `K` right after `K`, or `Q` right
+                // after `K`) has no close to report.
+                let had_session = std::mem::replace(&mut self.session_started, false);
                 self.position = if keep {
                     Position::Idle
                 } else {
                     Position::Closed
                 };
+                let event = match (had_session, keep) {
+                    (false, _) => None,
+                    (true, true) => Some(Event::CloseKeepConnection),
+                    (true, false) => Some(Event::Close),
+                };
                 Ok(Input {
                     abort_first,
                     new_message: false,
-                    event: Some(if keep {
-                        Event::CloseKeepConnection
-                    } else {
-                        Event::Close
-                    }),
+                    event,
                 })
             }
             Command::Connect(c) => {

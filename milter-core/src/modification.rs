@@ -3,8 +3,8 @@
 use crate::reply::Reply;
 
 /// One change a milter asked for at end of message, as received by the MTA side.
-/// Consecutive replacement-body packets are merged into one
-/// [`Modification::ReplaceBody`].
+/// Each replacement-body packet is one [`Modification::ReplaceBody`] here
+/// (`milter-blocking`'s client merges consecutive ones).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Modification {
@@ -51,7 +51,7 @@ pub enum Modification {
         /// Arguments, if any.
         args: Option<Vec<u8>>,
     },
-    /// `b`: the replacement body (all packets of one run, concatenated).
+    /// `b`: a chunk of the replacement body (one packet).
     ReplaceBody(Vec<u8>),
     /// `q`: quarantine with this reason.
     Quarantine(Vec<u8>),
