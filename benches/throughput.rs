@@ -6,8 +6,11 @@
 //! table of medians and ratios to the floor. `cargo test --benches` runs it once,
 //! briefly, on a small grid, so that it cannot rot. Environment:
 //! `BENCH_SECONDS` (per measurement, default 2), `BENCH_REPS` (default 3),
-//! `BENCH_ONLY` (comma-separated implementation names), `BENCH_OUT` (also write the
-//! table to this file).
+//! `BENCH_ONLY` (comma-separated implementation names), `BENCH_C` (concurrencies,
+//! default `1,4,32,256`), `BENCH_PROFILES` (`small,large`), `BENCH_TRANSPORTS`
+//! (`unix,tcp`), `BENCH_OUT` (also write the table to this file). Run under
+//! `taskset -c 0` to pin every process to one core: that removes the cost of waking
+//! threads on the other CPU and shows the CPU cost per message.
 //!
 //! Load: the project's client, C connections with one thread each; per connection
 //! connect and helo once, then messages back to back: mail, rcpt, data, 10 headers,
@@ -170,8 +173,8 @@ fn start(imp: &Implementation, transport: Transport, work: &Path, n: usize) -> R
     running
 }
 
-/// Runs the load on one running implementation.
-fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Sample {
+/// Runs the load on one running implementation; `Err` if any connection failed.
+fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Result<Sample, String> {
     let body = Arc::new(size.body());
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(conns + 1));
@@ -192,12 +195,16 @@ fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Sample {
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::SeqCst);
     let mut latencies = Vec::new();
+    let mut failure = None;
     for t in threads {
         match t.join() {
             Ok(Ok(l)) => latencies.extend(l),
-            Ok(Err(e)) => panic!("load connection failed: {e}"),
-            Err(_) => panic!("load thread panicked"),
+            Ok(Err(e)) => failure = Some(format!("a load connection failed: {e}")),
+            Err(_) => failure = Some("a load thread panicked".to_string()),
         }
+    }
+    if let Some(f) = failure {
+        return Err(f);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
@@ -207,12 +214,12 @@ fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Sample {
             .copied()
             .unwrap_or_default()
     };
-    Sample {
+    Ok(Sample {
         per_second: latencies.len() as f64 / elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
         messages: latencies.len() as u64,
-    }
+    })
 }
 
 fn expect_continue(r: Response, what: &str) -> Result<(), String> {
@@ -331,10 +338,24 @@ fn main() {
     std::fs::create_dir_all(&work).expect("work dir");
     let imps = implementations(&work);
     let grid: Vec<(usize, Transport, Size)> = if full {
+        let list = |var: &str, all: &str| std::env::var(var).unwrap_or_else(|_| all.to_string());
+        let conns: Vec<usize> = list("BENCH_C", "1,4,32,256")
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
         let mut g = Vec::new();
         for size in [Size::Small, Size::Large] {
+            if !list("BENCH_PROFILES", "small,large").contains(&format!("{size:?}").to_lowercase())
+            {
+                continue;
+            }
             for transport in [Transport::Unix, Transport::Tcp] {
-                for c in [1, 4, 32, 256] {
+                if !list("BENCH_TRANSPORTS", "unix,tcp")
+                    .contains(&format!("{transport:?}").to_lowercase())
+                {
+                    continue;
+                }
+                for &c in &conns {
                     g.push((c, transport, size));
                 }
             }
@@ -359,14 +380,29 @@ fn main() {
                 let i = (k + rep) % imps.len();
                 n += 1;
                 let running = start(&imps[i], transport, &work, n);
-                let s = measure(&running.spec, conns, size, seconds);
-                assert!(s.messages > 0, "{}: no message completed", imps[i].name);
-                results[i].push(s);
+                match measure(&running.spec, conns, size, seconds) {
+                    Ok(s) if s.messages > 0 => results[i].push(s),
+                    outcome => {
+                        let why = match outcome {
+                            Err(e) => e,
+                            Ok(_) => "no message completed".to_string(),
+                        };
+                        // Our server must never fail; a peer's failure is a result.
+                        assert!(!imps[i].name.starts_with("ours"), "{}: {why}", imps[i].name);
+                        println!(
+                            "{} failed at {size:?}/{transport:?}/C={conns} (repetition {rep}): {why}",
+                            imps[i].name
+                        );
+                    }
+                }
             }
         }
-        let medians: Vec<(f64, Sample)> = results
+        let medians: Vec<Option<(f64, Sample)>> = results
             .iter()
             .map(|r| {
+                if r.is_empty() {
+                    return None;
+                }
                 let m = median(r.iter().map(|s| s.per_second).collect());
                 let pick = r
                     .iter()
@@ -378,14 +414,23 @@ fn main() {
                     })
                     .cloned()
                     .expect("a sample");
-                (m, pick)
+                Some((m, pick))
             })
             .collect();
         let floor = imps
             .iter()
             .position(|i| i.name == "floor")
-            .map(|f| medians[f].0);
-        for (imp, (m, s)) in imps.iter().zip(&medians) {
+            .and_then(|f| medians[f].as_ref().map(|m| m.0));
+        for (imp, result) in imps.iter().zip(&medians) {
+            let Some((m, s)) = result else {
+                let line = format!(
+                    "| {size:?} | {transport:?} | {conns} | {} | failed every repetition | | | |\n",
+                    imp.name
+                );
+                print!("{line}");
+                table.push_str(&line);
+                continue;
+            };
             let ratio = floor.map_or("-".to_string(), |f| format!("{:.2}", m / f));
             let line = format!(
                 "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} |\n",
