@@ -70,6 +70,7 @@ pub(crate) fn serve<M: Milter>(
         observer,
         headers: HeaderIndex::default(),
         opened: std::time::Instant::now(),
+        lost: None,
     };
     conn.run(stopping);
 }
@@ -84,6 +85,8 @@ struct Connection<'a, M> {
     observer: Observer,
     headers: HeaderIndex,
     opened: std::time::Instant,
+    /// A write at end of message failed: the connection is lost.
+    lost: Option<io::ErrorKind>,
 }
 
 impl<M: Milter> Connection<'_, M> {
@@ -453,19 +456,29 @@ impl<M: Milter> Connection<'_, M> {
                 session,
                 observer,
                 headers,
+                lost,
                 ..
             } = self;
-            let mut ctx = EomContext::new(session, info, stream, observer, headers);
+            let mut ctx = EomContext::new(session, info, stream, observer, headers, lost);
             catch_unwind(AssertUnwindSafe(|| milter.eom(&mut ctx)))
         };
         if let (Some(h), Some(t)) = (self.hooks(), started) {
             h.stage(&self.info, Stage::Eom, t.elapsed());
         }
-        self.finish_stage(Stage::Eom, result)
+        let flow = self.finish_stage(Stage::Eom, result);
+        if let Some(kind) = self.lost {
+            log::warn!(
+                "{}: connection to the MTA lost during end of message ({kind:?}); closing",
+                self.tag()
+            );
+            self.session.clear_output();
+            return Flow::Fail;
+        }
+        flow
     }
 }
 
-fn panic_message(p: &Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

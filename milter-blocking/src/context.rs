@@ -148,6 +148,9 @@ pub struct EomContext<'a> {
     writer: &'a mut dyn Write,
     observer: &'a mut crate::hooks::Observer,
     headers: &'a mut crate::header_index::HeaderIndex,
+    /// Set by the first failed write: the connection is lost, every later call
+    /// fails at once instead of waiting out the write timeout again.
+    lost: &'a mut Option<std::io::ErrorKind>,
 }
 
 impl<'a> EomContext<'a> {
@@ -157,6 +160,7 @@ impl<'a> EomContext<'a> {
         writer: &'a mut dyn Write,
         observer: &'a mut crate::hooks::Observer,
         headers: &'a mut crate::header_index::HeaderIndex,
+        lost: &'a mut Option<std::io::ErrorKind>,
     ) -> Self {
         EomContext {
             session,
@@ -164,6 +168,17 @@ impl<'a> EomContext<'a> {
             writer,
             observer,
             headers,
+            lost,
+        }
+    }
+
+    fn check_lost(&self) -> Result<(), ModifyError> {
+        match *self.lost {
+            Some(kind) => Err(ModifyError::Io(std::io::Error::new(
+                kind,
+                "the connection to the MTA was lost earlier in this end of message",
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -186,6 +201,7 @@ impl<'a> EomContext<'a> {
         detail: impl FnOnce() -> String,
         apply: impl FnOnce(&mut FilterSession) -> Result<(), ActionError>,
     ) -> Result<(), ModifyError> {
+        self.check_lost()?;
         if !self.observer.modification(self.conn, call, detail) {
             // Shadow mode: validate as usual, send nothing.
             let mark = self.session.output().len();
@@ -201,11 +217,18 @@ impl<'a> EomContext<'a> {
     }
 
     fn flush(&mut self) -> Result<(), ModifyError> {
-        self.writer
+        self.check_lost()?;
+        let written = self
+            .writer
             .write_all(self.session.output())
-            .and_then(|()| self.writer.flush())
-            .map_err(ModifyError::Io)?;
+            .and_then(|()| self.writer.flush());
+        // Written or not, this output is done with: a partial write cannot be
+        // resumed, and keeping it would grow the buffer with every later call.
         self.session.clear_output();
+        if let Err(e) = written {
+            *self.lost = Some(e.kind());
+            return Err(ModifyError::Io(e));
+        }
         Ok(())
     }
 
@@ -389,11 +412,26 @@ impl<'a> EomContext<'a> {
     /// empty body.
     pub fn replace_body(&mut self, chunk: impl AsRef<[u8]>) -> Result<(), ModifyError> {
         let chunk = chunk.as_ref();
+        // Stream a large slice in pieces, flushing as we go, so that the output
+        // buffer never holds more than about FLUSH_THRESHOLD (it keeps its
+        // capacity for the rest of the connection).
+        let mut pieces = chunk.chunks(milter_core::limits::MAX_BODY_CHUNK);
+        let first = pieces.next().unwrap_or_default();
         self.modify(
             "replace_body",
             || format!("{} bytes", chunk.len()),
-            |s| s.replace_body(chunk),
-        )
+            |s| s.replace_body(first),
+        )?;
+        if self.observer.shadow {
+            return Ok(());
+        }
+        for piece in pieces {
+            self.session.replace_body(piece)?;
+            if self.session.output().len() >= FLUSH_THRESHOLD {
+                self.flush()?;
+            }
+        }
+        Ok(())
     }
 
     /// Quarantines the message (Postfix: hold queue) with a reason.
@@ -409,6 +447,7 @@ impl<'a> EomContext<'a> {
     /// Call it at least every few seconds from a slow handler: Sendmail's default
     /// read timeout is 10 s.
     pub fn progress(&mut self) -> Result<(), ModifyError> {
+        self.check_lost()?;
         self.session.progress()?;
         self.flush()
     }

@@ -62,6 +62,11 @@ pub type HandlerResult<T = Status> = Result<T, HandlerError>;
 /// [`reset_message`](Milter::reset_message) runs before every new message and
 /// after every message ends (end of message, abort, or a final decision).
 ///
+/// One exception to "close exactly once": after a handler returned an error or
+/// panicked (or negotiation failed), the connection answers the failure status
+/// and the value is dropped without further calls, since its state may be
+/// inconsistent. Release resources in `Drop`, not only in `close`.
+///
 /// ```
 /// use milter_blocking::{Context, EnvelopeAddr, HandlerResult, Milter, Spec, Stages, Status};
 ///

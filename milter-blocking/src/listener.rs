@@ -250,15 +250,25 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
     socket
         .bind(&SockAddr::unix(path)?)
         .map_err(|e| with_context(e, &format!("binding unix:{}", path.display())))?;
-    if let Some(mode) = opts.unix_mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    if opts.unix_owner.is_some() || opts.unix_group.is_some() {
-        std::os::unix::fs::lchown(path, opts.unix_owner, opts.unix_group)
-            .map_err(|e| with_context(e, &format!("changing owner of {}", path.display())))?;
-    }
-    socket.listen(opts.backlog)?;
-    let meta = fs::symlink_metadata(path)?;
+    // From here on the file is ours: remove it again if anything fails.
+    let finish = || -> io::Result<fs::Metadata> {
+        if let Some(mode) = opts.unix_mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        if opts.unix_owner.is_some() || opts.unix_group.is_some() {
+            std::os::unix::fs::lchown(path, opts.unix_owner, opts.unix_group)
+                .map_err(|e| with_context(e, &format!("changing owner of {}", path.display())))?;
+        }
+        socket.listen(opts.backlog)?;
+        fs::symlink_metadata(path)
+    };
+    let meta = match finish() {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
+    };
     Ok(Listener {
         socket,
         kind: ListenerKind::Unix {

@@ -7,6 +7,7 @@
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -23,6 +24,11 @@ struct Counters {
 
 /// The pool.
 pub(crate) struct Pool {
+    /// Zero-capacity: a send succeeds only into the hands of a worker that is
+    /// waiting for work right now.
+    handoff_tx: Option<Sender<Job>>,
+    handoff_rx: Receiver<Job>,
+    /// Work waiting for a thread when all threads are busy.
     tx: Option<Sender<Job>>,
     rx: Receiver<Job>,
     counters: Arc<Counters>,
@@ -49,7 +55,10 @@ impl Pool {
         stack_size: usize,
     ) -> Pool {
         let (tx, rx) = bounded(queue);
+        let (handoff_tx, handoff_rx) = bounded(0);
         Pool {
+            handoff_tx: Some(handoff_tx),
+            handoff_rx,
             tx: Some(tx),
             rx,
             counters: Arc::new(Counters {
@@ -78,14 +87,14 @@ impl Pool {
     /// thread busy and the queue full).
     pub(crate) fn submit(&mut self, job: Job) -> Result<(), Job> {
         self.handles.retain(|h| !h.is_finished());
-        let Some(tx) = &self.tx else { return Err(job) };
-        let job = if self.idle() > self.rx.len() {
-            match tx.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
-            }
-        } else {
-            job
+        let (Some(handoff), Some(tx)) = (&self.handoff_tx, &self.tx) else {
+            return Err(job);
+        };
+        // A worker waiting right now takes it (never a worker that merely
+        // counted as idle a moment ago).
+        let job = match handoff.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
         };
         if self.threads() < self.max_threads {
             return match self.spawn(job) {
@@ -105,6 +114,7 @@ impl Pool {
     /// Starts a thread that runs `first`, then takes work from the queue.
     fn spawn(&mut self, first: Job) -> Result<(), (io::Error, Job)> {
         let rx = self.rx.clone();
+        let handoff = self.handoff_rx.clone();
         let counters = Arc::clone(&self.counters);
         let idle_timeout = self.idle_timeout;
         counters.threads.fetch_add(1, Ordering::Relaxed);
@@ -118,18 +128,39 @@ impl Pool {
             .spawn({
                 let first_rx = first_rx.clone();
                 move || {
+                    // A job that panics must not end the thread uncounted.
+                    let run = |job: Job| {
+                        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                            log::error!("a connection job panicked");
+                        }
+                    };
                     if let Ok(job) = first_rx.try_recv() {
-                        job();
+                        run(job);
                     }
                     loop {
+                        // Queued work first; then wait for either kind.
+                        if let Ok(job) = rx.try_recv() {
+                            run(job);
+                            continue;
+                        }
                         counters.idle.fetch_add(1, Ordering::Relaxed);
-                        let next = rx.recv_timeout(idle_timeout);
+                        let next = crossbeam_channel::select! {
+                            recv(handoff) -> job => job.map_err(|_| RecvTimeoutError::Disconnected),
+                            recv(rx) -> job => job.map_err(|_| RecvTimeoutError::Disconnected),
+                            default(idle_timeout) => Err(RecvTimeoutError::Timeout),
+                        };
                         counters.idle.fetch_sub(1, Ordering::Relaxed);
                         match next {
-                            Ok(job) => job(),
+                            Ok(job) => run(job),
                             Err(RecvTimeoutError::Timeout) if rx.is_empty() => break,
                             Err(RecvTimeoutError::Timeout) => {}
-                            Err(RecvTimeoutError::Disconnected) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                // Both senders gone (join): finish the queue.
+                                while let Ok(job) = rx.try_recv() {
+                                    run(job);
+                                }
+                                break;
+                            }
                         }
                     }
                     counters.threads.fetch_sub(1, Ordering::Relaxed);
@@ -153,6 +184,7 @@ impl Pool {
     /// Stops taking work and waits for every thread to finish its queue.
     pub(crate) fn join(&mut self) {
         self.tx = None;
+        self.handoff_tx = None;
         for h in self.handles.drain(..) {
             if h.join().is_err() {
                 log::error!("a worker thread panicked outside a handler");

@@ -22,6 +22,7 @@ use milter_core::limits::DEFAULT_MAX_PAYLOAD;
 use milter_core::Status;
 use std::fmt;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -307,22 +308,45 @@ impl ServerBuilder {
                 Box::new(move || {
                     log::debug!("{info}: connection opened");
                     let opened = Instant::now();
-                    if let Some(h) = &hooks {
-                        h.connection_opened(&info);
+                    // User code runs below (hooks, the factory, the milter's
+                    // Drop): a panic there must not leak the registry entry (and
+                    // its duplicate of the socket) or the worker thread.
+                    let served = catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(h) = &hooks {
+                            h.connection_opened(&info);
+                        }
+                        let live = shared.registry.add(id, &stream);
+                        let _unregister = Unregister(&shared.registry, id);
+                        // A connection that waited in the queue past the start of
+                        // a shutdown is between messages: close it unserved.
+                        // (Checked after registering, so that a shutdown racing
+                        // with this either sees it in the registry or is seen here.)
+                        if shared.stopping.load(Ordering::SeqCst) {
+                            log::info!(
+                                "{info}: closed without serving it: the server is shutting down"
+                            );
+                            return;
+                        }
+                        let milter = factory();
+                        serve(
+                            stream,
+                            milter,
+                            info.clone(),
+                            &config,
+                            &live,
+                            &shared.stopping,
+                        );
+                    }));
+                    if let Err(p) = served {
+                        log::error!(
+                            "{info}: panic outside a stage handler (factory, hook, reset_message or drop): {}; connection closed",
+                            crate::connection::panic_message(&p)
+                        );
                     }
-                    let live = shared.registry.add(id, &stream);
-                    let milter = factory();
-                    serve(
-                        stream,
-                        milter,
-                        info.clone(),
-                        &config,
-                        &live,
-                        &shared.stopping,
-                    );
-                    shared.registry.remove(id);
                     if let Some(h) = &hooks {
-                        h.connection_closed(&info, opened.elapsed());
+                        let _ = catch_unwind(AssertUnwindSafe(|| {
+                            h.connection_closed(&info, opened.elapsed())
+                        }));
                     }
                     log::debug!("{info}: connection closed");
                 })
@@ -339,6 +363,15 @@ impl ServerBuilder {
             start,
             shared,
         })
+    }
+}
+
+/// Removes a connection from the registry when dropped (also on unwinding).
+struct Unregister<'a>(&'a Registry, u64);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
     }
 }
 

@@ -1,0 +1,158 @@
+//! More connections than the configured maximum: up to `queue` wait for a thread,
+//! the rest are closed at once (and logged), and the connections being served
+//! keep their throughput meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{watchdog, Mta, TestServer};
+use milter_blocking::core::client::Decision;
+use milter_blocking::{Milter, OptNeg, Spec};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{} {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        c
+    })
+}
+
+#[derive(Default)]
+struct Plain;
+
+impl Milter for Plain {
+    const SPEC: Spec = Spec::ALL_STAGES;
+}
+
+#[test]
+fn over_the_maximum_connections_queue_then_are_refused_while_served_ones_keep_their_pace() {
+    const MAX: usize = 4;
+    const QUEUE: usize = 2;
+    watchdog(Duration::from_secs(90), || {
+        logs();
+        let server = TestServer::with(|b| b.max_connections(MAX).queue(QUEUE), Plain::default);
+        // MAX healthy MTAs, each on its own connection, sending messages.
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let healthy: Vec<_> = (0..MAX)
+            .map(|_| {
+                let (spec, done, stop) = (server.spec.clone(), done.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut m = Mta::connect(&spec);
+                    m.connect_stage("h", "192.0.2.1", 25);
+                    while !stop.load(Ordering::SeqCst) {
+                        m.message_body_only();
+                        assert_eq!(m.eom().decision, Decision::Continue);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.handle.stats().open < MAX {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let measure = |d: Duration| {
+            let before = done.load(Ordering::SeqCst);
+            std::thread::sleep(d);
+            done.load(Ordering::SeqCst) - before
+        };
+        let window = Duration::from_millis(1500);
+        let baseline = measure(window);
+
+        // QUEUE connections wait for a thread: accepted, not answered.
+        let mut queued: Vec<Mta> = (0..QUEUE)
+            .map(|_| Mta::open(&server.spec, OptNeg::POSTFIX_3))
+            .collect();
+        for q in &mut queued {
+            assert!(
+                q.quiet(Duration::from_millis(300)),
+                "a queued connection was answered"
+            );
+        }
+        // Everything beyond is closed at once, for as long as the flood lasts.
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let (spec, flooding) = (server.spec.clone(), flooding.clone());
+            std::thread::spawn(move || {
+                let (mut refused, mut slowest) = (0usize, Duration::ZERO);
+                while flooding.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let mut m = Mta::open(&spec, OptNeg::POSTFIX_3);
+                    assert!(
+                        m.closed_by_milter(Duration::from_secs(5)),
+                        "a connection beyond the queue was not closed"
+                    );
+                    slowest = slowest.max(started.elapsed());
+                    refused += 1;
+                }
+                (refused, slowest)
+            })
+        };
+        let during = measure(window);
+        flooding.store(false, Ordering::SeqCst);
+        let (refused, slowest) = flood.join().unwrap();
+        eprintln!(
+            "[overload] {MAX} served connections: {baseline} messages per {window:?} alone, \
+             {during} while {refused} connections beyond the queue were refused \
+             (slowest refusal {slowest:?})"
+        );
+        assert!(refused >= 50, "only {refused} refusals in {window:?}");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a refusal took {slowest:?}"
+        );
+        assert!(
+            during * 3 >= baseline,
+            "throughput fell from {baseline} to {during} messages per {window:?}"
+        );
+        let lines = logs().0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let logged = lines
+            .iter()
+            .filter(|l| {
+                l.starts_with("WARN")
+                    && l.contains("refused: all threads busy and the queue is full")
+            })
+            .count();
+        assert!(
+            logged >= refused,
+            "{logged} refusal lines for {refused} refusals"
+        );
+
+        // When the served connections leave, the queued ones get their threads.
+        stop.store(true, Ordering::SeqCst);
+        for h in healthy {
+            h.join().unwrap();
+        }
+        for q in &mut queued {
+            q.negotiate().expect("a queued connection was not served");
+            q.message_until_eom();
+            assert_eq!(q.eom().decision, Decision::Continue);
+        }
+        let stats = server.handle.stats();
+        assert!(stats.threads <= MAX, "{stats:?}");
+    });
+}
