@@ -77,6 +77,11 @@ const GROW_STEP: usize = 64 * 1024;
 /// whole negotiation or a few small commands.
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
+/// Room offered beyond the frame being assembled, for the small packets that
+/// travel with it (Postfix sends a macro packet and its command in one write), so
+/// that a macro packet plus a 64 KiB body chunk arrive in one read.
+const SLACK: usize = 1024;
+
 /// Buffers a byte stream and pops whole frames.
 ///
 /// Feed it with [`FrameDecoder::push`] (or read straight into
@@ -98,6 +103,9 @@ const INITIAL_CAPACITY: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// The largest frame seen so far (bounded by one growth step), so that later
+    /// reads offer room for one like it in a single read.
+    largest: usize,
     /// Start of the unconsumed bytes.
     start: usize,
     /// End of the valid bytes.
@@ -121,6 +129,7 @@ impl FrameDecoder {
     pub fn with_max_payload(max_payload: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
+            largest: 0,
             start: 0,
             end: 0,
             max_payload,
@@ -199,6 +208,7 @@ impl FrameDecoder {
             Some((_, used)) => {
                 let at = self.start;
                 self.start += used;
+                self.largest = self.largest.max(used.min(GROW_STEP + LEN_BYTES + 1));
                 let bytes = &self.buf[at..at + used];
                 Ok(Some(Frame {
                     code: bytes[LEN_BYTES],
@@ -234,10 +244,12 @@ impl FrameDecoder {
         match frame_len(avail, self.max_payload) {
             Ok(Some(len)) if have < LEN_BYTES + len => {
                 // Room for the rest of this frame, bounded by one growth step, plus
-                // room for the header of the next one.
-                (LEN_BYTES + len - have).min(GROW_STEP) + LEN_BYTES + 1
+                // room for what usually travels with it.
+                (LEN_BYTES + len - have).min(GROW_STEP) + SLACK
             }
-            _ => 1.max(INITIAL_CAPACITY.min(GROW_STEP) / 2),
+            // Between frames: room for a frame as large as the largest seen (a
+            // connection that only ever sees small packets keeps a small buffer).
+            _ => (INITIAL_CAPACITY / 2).max(self.largest + SLACK),
         }
     }
 }
@@ -314,7 +326,23 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.push(&[0x00, 0x0f, 0xff, 0xff, b'L']); // claims ~1 MiB
         let spare = d.spare().len();
-        assert!(spare <= GROW_STEP + 16, "spare {spare}");
+        assert!(spare <= GROW_STEP + SLACK + 16, "spare {spare}");
+    }
+
+    #[test]
+    fn offers_room_for_a_macro_packet_and_a_large_chunk_after_seeing_one() {
+        let mut d = FrameDecoder::new();
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, b'B', &[&[b'x'; 65535]]);
+        d.push(&wire);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 65535);
+        // Now a D packet plus another full chunk fit in the space offered.
+        assert!(d.spare().len() >= 20 + wire.len(), "{}", d.spare().len());
+        // A decoder that saw only small frames keeps a small buffer.
+        let mut small = FrameDecoder::new();
+        small.push(&[0, 0, 0, 1, b'c']);
+        assert!(small.next_frame().unwrap().is_some());
+        assert!(small.spare().len() <= INITIAL_CAPACITY);
     }
 
     #[test]
