@@ -15,8 +15,12 @@
 //! | `decode_reply` | byte 0 is the code, the rest the payload |
 //! | `filter_session` | 4 bytes of configuration (see [`filter_session`]), then the MTA's byte stream |
 //! | `client_session` | 2 bytes of configuration (see [`client_session`]), then the milter's byte stream |
+//! | `server` | byte 0 sets the write size; the rest is the MTA's stream to the real `milter-blocking` server (see [`server`]) |
 
 #![forbid(unsafe_code)]
+
+mod server;
+pub use server::server;
 
 use milter_core::client::{ClientSession, Received, Sent, Strictness};
 use milter_core::filter::{Event, FilterSession};
