@@ -410,3 +410,30 @@ fn many_clients_at_once() {
         }
     });
 }
+
+/// An MTA announcing a future version (7, 8) gets version 6 from our server.
+#[test]
+fn future_version_announcements_get_version_6() {
+    use milter_blocking::client::Client;
+    let server = milter_blocking::Server::builder()
+        .listen("inet:0@127.0.0.1")
+        .expect("bind")
+        .build(FutureProof::default)
+        .expect("server");
+    let spec = server.local_spec();
+    let handle = server.handle();
+    let t = std::thread::spawn(move || server.run());
+    for version in [7, 8] {
+        let c = Client::builder()
+            .offer_version(version)
+            .open(spec.clone())
+            .expect("negotiation");
+        assert_eq!(c.negotiated().version, 6);
+        c.quit().expect("quit");
+    }
+    handle.shutdown(std::time::Duration::from_secs(5));
+    t.join().expect("server thread").expect("run");
+}
+
+#[derive(milter_blocking::Milter, Default)]
+struct FutureProof;

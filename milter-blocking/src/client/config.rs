@@ -89,11 +89,14 @@ impl Profile {
         }
     }
 
-    /// The offer Postfix makes with `milter_protocol = VERSION` (2, 3, 4 or 6).
+    /// The offer Postfix makes with `milter_protocol = VERSION` (2, 3, 4 or 6), and
+    /// for 7 and 8 the version-6 masks under a higher version number: what a future
+    /// MTA may announce (a milter must answer with at most 6).
     ///
     /// ```
     /// use milter_blocking::client::Profile;
     /// assert_eq!(Profile::offer_for_version(4).unwrap().protocol.bits(), 0x37F);
+    /// assert_eq!(Profile::offer_for_version(8).unwrap().version, 8);
     /// assert!(Profile::offer_for_version(5).is_none());
     /// ```
     pub fn offer_for_version(version: u32) -> Option<OptNeg> {
@@ -101,7 +104,7 @@ impl Profile {
             2 => 0x7F,
             3 => 0x17F,
             4 => 0x37F,
-            6 => 0x1F_FFFF,
+            6..=8 => 0x1F_FFFF,
             _ => return None,
         };
         Some(OptNeg {
@@ -235,8 +238,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Offers what Postfix offers at `milter_protocol = version` (2, 3, 4 or 6);
-    /// any other version makes [`ClientBuilder::open`] fail with a misuse error.
+    /// Offers what Postfix offers at `milter_protocol = version` (2, 3, 4 or 6), or
+    /// a future MTA's announcement (7, 8; see [`Profile::offer_for_version`]); any
+    /// other version makes [`ClientBuilder::open`] fail with a misuse error.
     pub fn offer_version(mut self, version: u32) -> Self {
         self.offer_version = Some(version);
         self
