@@ -100,7 +100,11 @@ fn check_milter(miltertest: &Path, milter: &Path) {
             Command::new(miltertest)
                 .arg("-s")
                 .arg(script)
-                .env("MILTER_SOCKET", &spec),
+                .env("MILTER_SOCKET", &spec)
+                .env(
+                    "MILTERTEST_PRELUDE",
+                    manifest_dir().join("tests/miltertest/prelude.lua"),
+                ),
             SCRIPT_TIMEOUT,
         );
         match result {
@@ -157,7 +161,8 @@ fn check_milter(miltertest: &Path, milter: &Path) {
     );
 }
 
-/// The `.lua` files of `tests/miltertest`, sorted by name.
+/// The `.lua` scripts of `tests/miltertest`, sorted by name (not `prelude.lua`,
+/// the helpers they load).
 fn lua_scripts() -> Vec<PathBuf> {
     let dir = manifest_dir().join("tests").join("miltertest");
     let entries = std::fs::read_dir(&dir)
@@ -165,6 +170,7 @@ fn lua_scripts() -> Vec<PathBuf> {
     let mut scripts: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "lua"))
+        .filter(|path| !path.ends_with("prelude.lua"))
         .collect();
     scripts.sort();
     scripts
