@@ -72,6 +72,12 @@ fn read_timeout_frees_the_thread() {
         assert!(silent.closed_by_milter(Duration::from_secs(5)));
         assert!(started.elapsed() >= Duration::from_millis(250));
         wait_until("the registry to empty", || server.handle.stats().open == 0);
+        // With one thread and no queue a connection is served only once that thread
+        // is back waiting for work (until then it would be refused, as documented).
+        wait_until("the thread to wait for work", || {
+            server.handle.stats().idle_threads == 1
+        });
+        std::thread::sleep(Duration::from_millis(50));
         // The single thread serves the next connection.
         let mut next = Mta::connect(&server.spec);
         next.message_until_eom();
