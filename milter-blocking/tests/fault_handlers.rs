@@ -591,6 +591,18 @@ fn survives_panics_outside_handlers(server: TestServer, bad: impl Fn(&SocketSpec
     for _ in 0..3 {
         bad(&server.spec);
     }
+    // The threads must come back: wait until one waits for work (no queue, so a
+    // connection arriving before that would be refused, as documented).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.handle.stats().idle_threads == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no worker thread came back after the panics: {:?}",
+            server.handle.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     let stats = server.handle.stats();
     let ok = Mta::connect_offer(&server.spec, OptNeg::POSTFIX_3).map(|mut m| {
         m.message_until_eom();

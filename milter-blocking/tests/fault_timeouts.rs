@@ -190,6 +190,14 @@ fn server() -> TestServer {
 }
 
 fn next_connection_is_served(server: &TestServer) {
+    // One thread, no queue: a connection is served once the freed thread is back
+    // waiting for work (before that it would be refused, as documented).
+    wait_until(
+        "the thread to wait for work",
+        Duration::from_secs(10),
+        || server.handle.stats().idle_threads == 1,
+    );
+    std::thread::sleep(Duration::from_millis(50));
     let mut m = Mta::connect(&server.spec);
     m.connect_stage("h", "192.0.2.1", 25);
     m.mail("<a@x>", &[]);
