@@ -501,6 +501,12 @@ fn soak_many_messages_over_64_connections() {
 
         let (client, elapsed) = run(&server, &server_tally, messages, seed);
         settle(&server);
+        // A worker that has left the pool may still be tearing down for a moment
+        // (it counts in /proc until it is gone): wait for the baseline, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_dir("/proc/self/task") > threads0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let (rss1, hwm, fds1, threads1) = (
             status_kib("VmRSS"),
             status_kib("VmHWM"),
