@@ -1957,7 +1957,10 @@ pub fn outside_attempts(log: &str) -> String {
                 || lower.contains("name service error")
                 || lower.contains("unqualified host name")
                 || lower.contains("unknown host")
-                || lower.contains("dns")
+                // As a word: queue ids are random letters ("6B21dNsP…").
+                || lower
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|word| word == "dns")
                 || lower.contains("connect to ") && !lower.contains("127.0.0.1")
                 || lower.contains("relay=")
                     && !lower.contains("127.0.0.1")
