@@ -250,12 +250,12 @@ fn disconnects_after_each_command_leak_no_thread_descriptor_or_memory() {
             wait_until(
                 "threads back to the baseline",
                 Duration::from_secs(10),
-                || threads() == threads0,
+                || threads() <= threads0,
             );
             wait_until(
                 "descriptors back to the baseline",
                 Duration::from_secs(10),
-                || fds() == fds0,
+                || fds() <= fds0,
             );
             let now = rss_kib();
             eprintln!(

@@ -182,7 +182,8 @@ fn shutdown_with_100_connections_mid_message() {
         assert!(std::net::TcpStream::connect(a).is_err());
         drop(late);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while threads() != threads0 || fds() != fds0 {
+        // Other tests of this binary run in parallel: only growth is a leak.
+        while threads() > threads0 || fds() > fds0 {
             assert!(
                 Instant::now() < deadline,
                 "threads {} (before {threads0}), fds {} (before {fds0})",
