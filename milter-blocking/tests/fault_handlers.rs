@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::core::frame::FrameDecoder;
 use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
@@ -18,7 +18,7 @@ use milter_blocking::{
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,44 +26,8 @@ use std::time::{Duration, Instant};
 // Log capture
 // ---------------------------------------------------------------------------
 
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("{} {}", r.level(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        // Handler panics are expected here; keep the test output readable.
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !msg.starts_with("boom") {
-                default(info);
-            }
-        }));
-        c
-    })
+    common::capture_logs(log::LevelFilter::Info, true)
 }
 
 /// Whether a log line is about the connection from local port `port`.

@@ -5,38 +5,15 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::{Milter, OptNeg, Spec};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("{} {}", r.level(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        c
-    })
+    common::capture_logs(log::LevelFilter::Info, false)
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
 use milter_blocking::{
@@ -14,38 +14,14 @@ use milter_blocking::{
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Log capture
 // ---------------------------------------------------------------------------
 
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("{} {}", r.level(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        c
-    })
+    common::capture_logs(log::LevelFilter::Info, false)
 }
 
 fn mentions_port(line: &str, port: u16) -> bool {

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::core::frame::FrameDecoder;
 use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, MacroDef, OptNeg};
@@ -22,7 +22,7 @@ use milter_blocking::{
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
@@ -75,31 +75,8 @@ impl Mem {
 
 const MIB: i64 = 1024;
 
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("{} {}", r.level(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        c
-    })
+    common::capture_logs(log::LevelFilter::Info, false)
 }
 
 fn expect_log(port: u16, needle: &str) -> String {

@@ -3,40 +3,18 @@
 
 mod common;
 
-use common::{continue_, watchdog, Mta, TestServer};
+use common::{continue_, watchdog, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::{
     Actions, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter, Spec,
     Stage, Status,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Collects every log line.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("{} {}", r.level(), r.args()));
-    }
-    fn flush(&self) {}
-}
-
 fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        c
-    })
+    common::capture_logs(log::LevelFilter::Info, false)
 }
 
 #[derive(Default)]

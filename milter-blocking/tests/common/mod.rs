@@ -404,3 +404,55 @@ impl Mta {
 pub fn continue_() -> Answer {
     Answer::Decision(Decision::Continue)
 }
+
+/// Log lines captured in a test binary (`LEVEL message`).
+pub struct Capture(pub std::sync::Mutex<Vec<String>>);
+
+impl Capture {
+    /// A copy of the lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{} {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs (once per test binary) a logger that captures lines up to `level`; with
+/// `quiet_boom`, panics whose message starts with "boom" (expected in these tests)
+/// are not printed.
+pub fn capture_logs(level: log::LevelFilter, quiet_boom: bool) -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<&'static Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(std::sync::Mutex::new(Vec::new()))));
+        log::set_logger(c).unwrap();
+        log::set_max_level(level);
+        if quiet_boom {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                    .unwrap_or("");
+                if !msg.starts_with("boom") {
+                    default(info);
+                }
+            }));
+        }
+        c
+    })
+}
