@@ -9,14 +9,32 @@ const MAX_NAMES: usize = 1024;
 /// Most bytes of distinct names tracked per message (same reason).
 const MAX_NAME_BYTES: usize = 64 * 1024;
 
+/// One distinct name.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// [`fold_hash`] of the name: most lookups are settled by comparing it.
+    hash: u32,
+    /// Where the lower-cased name starts in `names`, and its length.
+    start: u32,
+    len: u32,
+    /// Occurrences.
+    count: u32,
+}
+
+/// FNV-1a over the ASCII-lower-cased bytes.
+fn fold_hash(name: &[u8]) -> u32 {
+    name.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// Per-message header name counts. Names are compared ignoring ASCII case (both
 /// MTAs count occurrences that way). Buffers are reused across messages.
 #[derive(Debug, Default)]
 pub(crate) struct HeaderIndex {
     /// Lower-cased names, back to back.
     names: Vec<u8>,
-    /// (start in `names`, length, occurrences).
-    entries: Vec<(u32, u32, u32)>,
+    entries: Vec<Entry>,
     /// Whether headers of this message were seen (the header stage is handled).
     pub(crate) tracking: bool,
     /// This message had too many distinct names to track.
@@ -34,8 +52,9 @@ impl HeaderIndex {
     }
 
     pub(crate) fn record(&mut self, name: &[u8]) {
-        if let Some(e) = self.find_mut(name) {
-            e.2 += 1;
+        let hash = fold_hash(name);
+        if let Some(e) = self.find_mut(name, hash) {
+            e.count += 1;
             return;
         }
         if self.overflow {
@@ -49,7 +68,12 @@ impl HeaderIndex {
         }
         let start = self.names.len() as u32;
         self.names.extend(name.iter().map(u8::to_ascii_lowercase));
-        self.entries.push((start, name.len() as u32, 1));
+        self.entries.push(Entry {
+            hash,
+            start,
+            len: name.len() as u32,
+            count: 1,
+        });
     }
 
     /// Occurrences of `name`; `None` when headers were not tracked.
@@ -57,13 +81,12 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return None;
         }
+        let hash = fold_hash(name);
         Some(
             self.entries
                 .iter()
-                .find(|(s, l, _)| {
-                    self.names[*s as usize..(*s + *l) as usize].eq_ignore_ascii_case(name)
-                })
-                .map_or(0, |e| e.2),
+                .find(|e| self.matches(e, name, hash))
+                .map_or(0, |e| e.count),
         )
     }
 
@@ -73,8 +96,8 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return;
         }
-        match self.find_mut(name) {
-            Some(e) => e.2 = e.2.saturating_add_signed(delta),
+        match self.find_mut(name, fold_hash(name)) {
+            Some(e) => e.count = e.count.saturating_add_signed(delta),
             None if delta > 0 => {
                 self.record(name);
             }
@@ -82,11 +105,18 @@ impl HeaderIndex {
         }
     }
 
-    fn find_mut(&mut self, name: &[u8]) -> Option<&mut (u32, u32, u32)> {
-        let names = &self.names;
-        self.entries
-            .iter_mut()
-            .find(|(s, l, _)| names[*s as usize..(*s + *l) as usize].eq_ignore_ascii_case(name))
+    fn matches(&self, e: &Entry, name: &[u8], hash: u32) -> bool {
+        e.hash == hash
+            && e.len as usize == name.len()
+            && self.names[e.start as usize..(e.start + e.len) as usize].eq_ignore_ascii_case(name)
+    }
+
+    fn find_mut(&mut self, name: &[u8], hash: u32) -> Option<&mut Entry> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| self.matches(e, name, hash))?;
+        self.entries.get_mut(at)
     }
 }
 
@@ -113,6 +143,24 @@ mod tests {
         assert_eq!(h.names.capacity(), cap);
         h.tracking = false;
         assert_eq!(h.count(b"Subject"), None);
+    }
+
+    #[test]
+    fn names_with_equal_lengths_and_hashes_of_other_case_stay_apart() {
+        let mut h = HeaderIndex {
+            tracking: true,
+            ..HeaderIndex::default()
+        };
+        for i in 0..10 {
+            for _ in 0..=i {
+                h.record(format!("X-Header-{i}").as_bytes());
+            }
+        }
+        for i in 0..10u32 {
+            assert_eq!(h.count(format!("x-HEADER-{i}").as_bytes()), Some(i + 1));
+        }
+        assert_eq!(fold_hash(b"Subject"), fold_hash(b"sUBJECT"));
+        assert_eq!(h.count(b"X-Header-10"), Some(0));
     }
 
     #[test]

@@ -93,7 +93,24 @@ impl<'a> Reader<'a> {
 /// Position of the first NUL byte.
 #[inline]
 pub(crate) fn memchr0(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == 0)
+    // Eight bytes at a time: `w - 0x01..01` borrows into the top bit of a byte
+    // only where that byte is zero (or where an earlier zero byte borrowed), and
+    // `!w` keeps only bytes whose top bit was clear, so the test is exact about
+    // whether the word holds a zero; the byte scan below then finds the first.
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut offset = 0;
+    for c in bytes.chunks_exact(8) {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if w.wrapping_sub(LOW) & !w & HIGH != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    bytes[offset..]
+        .iter()
+        .position(|&b| b == 0)
+        .map(|i| i + offset)
 }
 
 #[cfg(test)]
@@ -109,6 +126,26 @@ mod tests {
         assert_eq!(r.cstr("addr").unwrap(), b"addr");
         assert!(r.is_empty());
         assert!(r.finish().is_ok());
+    }
+
+    #[test]
+    fn finds_the_first_nul_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut v = vec![0xffu8; len];
+                v[at] = 0;
+                if at + 3 < len {
+                    v[at + 3] = 0;
+                }
+                assert_eq!(memchr0(&v), Some(at), "len {len} at {at}");
+                // Bytes 0x80..0xff and 0x01 around the NUL do not confuse it.
+                let mut w: Vec<u8> = (0..len).map(|i| [1u8, 0x80, 0x81, 0x7f][i % 4]).collect();
+                w[at] = 0;
+                assert_eq!(memchr0(&w), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(memchr0(&vec![0x80u8; len]), None);
+            assert_eq!(memchr0(&vec![1u8; len]), None);
+        }
     }
 
     #[test]
