@@ -64,6 +64,8 @@ struct Sample {
     p50: Duration,
     p99: Duration,
     messages: u64,
+    /// CPU time (user and system) the milter process spent per message.
+    cpu_per_message: Option<Duration>,
 }
 
 fn implementations(work: &Path) -> Vec<Implementation> {
@@ -77,6 +79,11 @@ fn implementations(work: &Path) -> Vec<Implementation> {
             name: "ours-lean",
             program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
             args: vec!["--lean".into()],
+        },
+        Implementation {
+            name: "ours-no-poll",
+            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            args: vec!["--no-busy-poll".into()],
         },
         Implementation {
             name: "floor",
@@ -174,7 +181,7 @@ fn start(imp: &Implementation, transport: Transport, work: &Path, n: usize) -> R
 }
 
 /// Runs the load on one running implementation; `Err` if any connection failed.
-fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Result<Sample, String> {
+fn measure(spec: &str, pid: u32, conns: usize, size: Size, seconds: f64) -> Result<Sample, String> {
     let body = Arc::new(size.body());
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(conns + 1));
@@ -192,6 +199,7 @@ fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Result<Sample,
         .collect();
     barrier.wait();
     let started = Instant::now();
+    let cpu_before = cpu_time(pid);
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::SeqCst);
     let mut latencies = Vec::new();
@@ -203,10 +211,17 @@ fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Result<Sample,
             Err(_) => failure = Some("a load thread panicked".to_string()),
         }
     }
+    let cpu_after = cpu_time(pid);
     if let Some(f) = failure {
         return Err(f);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_per_message = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if !latencies.is_empty() => {
+            Some(a.saturating_sub(b) / latencies.len() as u32)
+        }
+        _ => None,
+    };
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -219,6 +234,7 @@ fn measure(spec: &str, conns: usize, size: Size, seconds: f64) -> Result<Sample,
         p50: pct(0.50),
         p99: pct(0.99),
         messages: latencies.len() as u64,
+        cpu_per_message,
     })
 }
 
@@ -295,6 +311,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU time (user and system, all threads, living and exited) a process has
+/// used, from `/proc/PID/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -369,8 +397,10 @@ fn main() {
     };
 
     let mut table = String::new();
-    table.push_str("| profile | transport | C | implementation | msgs/s | p50 | p99 | × floor |\n");
-    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    table.push_str(
+        "| profile | transport | C | implementation | msgs/s | p50 | p99 | CPU/msg | × floor |\n",
+    );
+    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let mut n = 0;
     for (conns, transport, size) in grid {
         let mut results: Vec<Vec<Sample>> = vec![Vec::new(); imps.len()];
@@ -380,7 +410,7 @@ fn main() {
                 let i = (k + rep) % imps.len();
                 n += 1;
                 let running = start(&imps[i], transport, &work, n);
-                match measure(&running.spec, conns, size, seconds) {
+                match measure(&running.spec, running.child.id(), conns, size, seconds) {
                     Ok(s) if s.messages > 0 => results[i].push(s),
                     outcome => {
                         let why = match outcome {
@@ -421,10 +451,10 @@ fn main() {
             .iter()
             .position(|i| i.name == "floor")
             .and_then(|f| medians[f].as_ref().map(|m| m.0));
-        for (imp, result) in imps.iter().zip(&medians) {
+        for (k, (imp, result)) in imps.iter().zip(&medians).enumerate() {
             let Some((m, s)) = result else {
                 let line = format!(
-                    "| {size:?} | {transport:?} | {conns} | {} | failed every repetition | | | |\n",
+                    "| {size:?} | {transport:?} | {conns} | {} | failed every repetition | | | | |\n",
                     imp.name
                 );
                 print!("{line}");
@@ -432,8 +462,18 @@ fn main() {
                 continue;
             };
             let ratio = floor.map_or("-".to_string(), |f| format!("{:.2}", m / f));
+            let cpu = results[k]
+                .iter()
+                .filter_map(|s| s.cpu_per_message)
+                .map(|d| d.as_secs_f64() * 1e6)
+                .collect::<Vec<f64>>();
+            let cpu = if cpu.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0} µs", median(cpu))
+            };
             let line = format!(
-                "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} |\n",
+                "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |\n",
                 size,
                 transport,
                 conns,
@@ -441,6 +481,7 @@ fn main() {
                 m,
                 s.p50.as_secs_f64() * 1e3,
                 s.p99.as_secs_f64() * 1e3,
+                cpu,
                 ratio
             );
             print!("{line}");

@@ -2,9 +2,11 @@
 //! `#[derive(Milter)]`: handle every stage and reply continue, count body bytes, add
 //! `X-Bench: <body bytes>` at end of message.
 //!
-//! Usage: `bench-ours [--lean] SOCKET`. With `--lean` only the body and
+//! Usage: `bench-ours [--lean] [--no-busy-poll] SOCKET`. With `--lean` only the body and
 //! end-of-message handlers exist (counting body bytes needs the body), so the derive
-//! asks the MTA to skip every other stage: what the derive buys a user.
+//! asks the MTA to skip every other stage: what the derive buys a user. With
+//! `--no-busy-poll` connections block in `read` at once instead of polling for the
+//! next command for a moment: what busy polling buys at low concurrency.
 
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Status,
@@ -72,20 +74,24 @@ impl Lean {
 
 fn main() {
     let mut lean = false;
+    let mut busy_poll = true;
     let mut spec = None;
     for a in std::env::args().skip(1) {
         if a == "--lean" {
             lean = true;
+        } else if a == "--no-busy-poll" {
+            busy_poll = false;
         } else {
             spec = Some(a);
         }
     }
     let Some(spec) = spec else {
-        eprintln!("usage: bench-ours [--lean] SOCKET");
+        eprintln!("usage: bench-ours [--lean] [--no-busy-poll] SOCKET");
         std::process::exit(64);
     };
     let builder = match Server::builder().listen(&spec) {
-        Ok(b) => b,
+        Ok(b) if busy_poll => b,
+        Ok(b) => b.busy_poll(std::time::Duration::ZERO),
         Err(e) => {
             eprintln!("bench-ours: {e}");
             std::process::exit(1);

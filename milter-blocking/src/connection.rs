@@ -7,6 +7,7 @@ use crate::header_index::HeaderIndex;
 use crate::hooks::{Hooks, Observer};
 use crate::listener::Stream;
 use crate::registry::LiveConnection;
+use crate::spin::SpinPolicy;
 use milter_core::filter::{Event, FilterSession, Input, ReplyOutcome};
 use milter_core::frame::FrameDecoder;
 use milter_core::{Stage, Status};
@@ -15,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Keep at most this much read buffer between messages; a larger one (after a
 /// big header or body chunk) is released.
@@ -30,6 +31,7 @@ pub(crate) struct ConnectionConfig {
     pub(crate) failure_status: Status,
     pub(crate) shadow: bool,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    pub(crate) spin: SpinPolicy,
 }
 
 /// What to do after a command.
@@ -55,6 +57,7 @@ pub(crate) fn serve<M: Milter>(
         log::warn!("{info}: cannot set socket timeouts: {e}");
         return;
     }
+    let _open = config.spin.enter();
     let observer = Observer {
         hooks: config.hooks.clone(),
         shadow: config.shadow,
@@ -97,7 +100,7 @@ impl<M: Milter> Connection<'_, M> {
     fn run(&mut self, stopping: &AtomicBool) {
         let mut decoder = FrameDecoder::with_max_payload(self.config.max_payload);
         loop {
-            let read = self.stream.read(decoder.spare());
+            let read = self.read_input(decoder.spare());
             let n = match read {
                 Ok(0) => {
                     if decoder.buffered() > 0 {
@@ -179,6 +182,42 @@ impl<M: Milter> Connection<'_, M> {
         }
     }
 
+    /// Reads what the MTA sent next; first polls for it without blocking for a
+    /// moment when the spin policy allows (see `spin.rs`).
+    fn read_input(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(budget) = self.config.spin.budget() {
+            if let Some(result) = self.poll_input(buf, budget) {
+                return result;
+            }
+        }
+        self.stream.read(buf)
+    }
+
+    /// Polls without blocking for up to `budget`; `None` if nothing came (the
+    /// socket is blocking again then).
+    fn poll_input(&mut self, buf: &mut [u8], budget: Duration) -> Option<io::Result<usize>> {
+        if let Err(e) = self.stream.set_nonblocking(true) {
+            return Some(Err(e));
+        }
+        let start = Instant::now();
+        let outcome = loop {
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if start.elapsed() >= budget {
+                        break None;
+                    }
+                    std::hint::spin_loop();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break Some(other),
+            }
+        };
+        match self.stream.set_nonblocking(false) {
+            Ok(()) => outcome,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Writes what the session owes the MTA; false if the connection is lost.
     fn flush(&mut self) -> bool {
         if self.session.output().is_empty() {
@@ -227,8 +266,7 @@ impl<M: Milter> Connection<'_, M> {
 
     fn dispatch(&mut self, input: Input<'_>) -> Flow {
         if input.abort_first {
-            let tag = self.tag();
-            self.observer.message_ended(&tag, "aborted");
+            self.shadow_message_ended(|| "aborted".to_string());
             if let Flow::Fail = self.call_unit("abort", |m, ctx| m.abort(ctx)) {
                 return Flow::Fail;
             }
@@ -261,8 +299,7 @@ impl<M: Milter> Connection<'_, M> {
             Event::Unknown(line) => self.call_stage(Stage::Unknown, |m, ctx| m.unknown(ctx, line)),
             Event::Eom(chunk) => self.eom(chunk),
             Event::Abort => {
-                let tag = self.tag();
-                self.observer.message_ended(&tag, "aborted");
+                self.shadow_message_ended(|| "aborted".to_string());
                 let flow = self.call_unit("abort", |m, ctx| m.abort(ctx));
                 self.milter.reset_message();
                 flow
@@ -385,9 +422,9 @@ impl<M: Milter> Connection<'_, M> {
                     if let Some(h) = self.hooks() {
                         h.verdict(&self.info, stage, &decided);
                     }
-                    let tag = self.tag();
-                    self.observer
-                        .message_ended(&tag, &format!("ended with {} at {stage}", decided.name()));
+                    self.shadow_message_ended(|| {
+                        format!("ended with {} at {stage}", decided.name())
+                    });
                     self.milter.reset_message();
                 }
                 flow
@@ -396,6 +433,15 @@ impl<M: Milter> Connection<'_, M> {
                 log::error!("{}: {e}; closing", self.info);
                 Flow::Fail
             }
+        }
+    }
+
+    /// Shadow mode's one line for a message that ended (nothing otherwise: the
+    /// line's text is only made when it is logged).
+    fn shadow_message_ended(&mut self, how: impl FnOnce() -> String) {
+        if self.observer.shadow {
+            let tag = self.tag();
+            self.observer.message_ended(&tag, &how());
         }
     }
 

@@ -55,6 +55,7 @@ mod pool;
 mod registry;
 mod server;
 mod socket_spec;
+mod spin;
 
 #[doc(hidden)]
 #[path = "derive_support.rs"]
@@ -72,7 +73,8 @@ pub use milter_core::{
 pub use milter_derive::Milter;
 pub use registry::ServerStats;
 pub use server::{
-    Server, ServerBuilder, ServerError, ServerHandle, DEFAULT_IDLE_THREAD_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE, DEFAULT_STACK_SIZE, DEFAULT_TIMEOUT,
+    Server, ServerBuilder, ServerError, ServerHandle, DEFAULT_BUSY_POLL,
+    DEFAULT_IDLE_THREAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE, DEFAULT_STACK_SIZE,
+    DEFAULT_TIMEOUT,
 };
 pub use socket_spec::{SocketSpec, SocketSpecError};
