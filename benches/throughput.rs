@@ -8,7 +8,10 @@
 //! `BENCH_SECONDS` (per measurement, default 2), `BENCH_REPS` (default 3),
 //! `BENCH_ONLY` (comma-separated implementation names), `BENCH_C` (concurrencies,
 //! default `1,4,32,256`), `BENCH_PROFILES` (`small,large`), `BENCH_TRANSPORTS`
-//! (`unix,tcp`), `BENCH_OUT` (also write the table to this file). Run under
+//! (`unix,tcp`), `BENCH_OUT` (also write the table to this file), `BENCH_VERBOSE`
+//! (print every measurement, not only the medians), `BENCH_EXTRA`
+//! (`NAME=PROGRAM,...`: more milters to measure, each run as `PROGRAM SOCKET-SPEC`
+//! and given the same workload). Run under
 //! `taskset -c 0` to pin every process to one core: that removes the cost of waking
 //! threads on the other CPU and shows the CPU cost per message.
 //!
@@ -64,8 +67,8 @@ struct Sample {
     p50: Duration,
     p99: Duration,
     messages: u64,
-    /// CPU time (user and system) the milter process spent per message.
-    cpu_per_message: Option<Duration>,
+    /// CPU time the milter process spent per message.
+    cpu_per_message: Option<CpuTime>,
 }
 
 fn implementations(work: &Path) -> Vec<Implementation> {
@@ -104,6 +107,19 @@ fn implementations(work: &Path) -> Vec<Implementation> {
         }),
         Err(why) => println!("libmilter: not measured ({why})"),
     }
+    // Any other milter program taking a socket spec as its one argument.
+    if let Ok(extra) = std::env::var("BENCH_EXTRA") {
+        for item in extra.split(',').filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((name, program)) => list.push(Implementation {
+                    name: Box::leak(name.trim().to_string().into_boxed_str()),
+                    program: PathBuf::from(program.trim()),
+                    args: vec![],
+                }),
+                None => println!("BENCH_EXTRA: {item:?} is not NAME=PROGRAM; ignored"),
+            }
+        }
+    }
     if let Ok(only) = std::env::var("BENCH_ONLY") {
         let only: Vec<&str> = only.split(',').map(str::trim).collect();
         list.retain(|i| only.contains(&i.name));
@@ -130,6 +146,9 @@ fn build_libmilter(work: &Path) -> Result<PathBuf, String> {
     }
     Ok(out)
 }
+
+/// Pause between two measurements.
+const SETTLE: Duration = Duration::from_millis(300);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -218,7 +237,11 @@ fn measure(spec: &str, pid: u32, conns: usize, size: Size, seconds: f64) -> Resu
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_per_message = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) if !latencies.is_empty() => {
-            Some(a.saturating_sub(b) / latencies.len() as u32)
+            let n = latencies.len() as u32;
+            Some(CpuTime {
+                user: a.user.saturating_sub(b.user) / n,
+                system: a.system.saturating_sub(b.system) / n,
+            })
         }
         _ => None,
     };
@@ -313,14 +336,28 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// CPU time (user and system, all threads, living and exited) a process has
 /// used, from `/proc/PID/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`).
-fn cpu_time(pid: u32) -> Option<Duration> {
+fn cpu_time(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let ticks = |i: usize| -> Option<Duration> {
+        Some(Duration::from_millis(
+            fields.get(i)?.parse::<u64>().ok()? * 10,
+        ))
+    };
+    Some(CpuTime {
+        user: ticks(11)?,
+        system: ticks(12)?,
+    })
+}
+
+/// CPU time of a process, in user space and in the kernel.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
 }
 
 /// Resident memory of a process, in KiB.
@@ -362,6 +399,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if full { 3 } else { 1 });
+    let verbose = std::env::var_os("BENCH_VERBOSE").is_some();
     let work = std::env::temp_dir().join(format!("milter-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("work dir");
     let imps = implementations(&work);
@@ -410,8 +448,24 @@ fn main() {
                 let i = (k + rep) % imps.len();
                 n += 1;
                 let running = start(&imps[i], transport, &work, n);
-                match measure(&running.spec, running.child.id(), conns, size, seconds) {
-                    Ok(s) if s.messages > 0 => results[i].push(s),
+                let outcome = measure(&running.spec, running.child.id(), conns, size, seconds);
+                drop(running);
+                // Let the machine settle (the stopped process's sockets and memory
+                // released) so that it does not weigh on the next measurement.
+                std::thread::sleep(SETTLE);
+                match outcome {
+                    Ok(s) if s.messages > 0 => {
+                        if verbose {
+                            println!(
+                                "  {size:?}/{transport:?}/C={conns} rep {rep}: {} {:.0} msgs/s, CPU/msg {:?} user + {:?} system",
+                                imps[i].name,
+                                s.per_second,
+                                s.cpu_per_message.unwrap_or_default().user,
+                                s.cpu_per_message.unwrap_or_default().system,
+                            );
+                        }
+                        results[i].push(s)
+                    }
                     outcome => {
                         let why = match outcome {
                             Err(e) => e,
@@ -465,7 +519,7 @@ fn main() {
             let cpu = results[k]
                 .iter()
                 .filter_map(|s| s.cpu_per_message)
-                .map(|d| d.as_secs_f64() * 1e6)
+                .map(|c| (c.user + c.system).as_secs_f64() * 1e6)
                 .collect::<Vec<f64>>();
             let cpu = if cpu.is_empty() {
                 "-".to_string()

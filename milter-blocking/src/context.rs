@@ -303,9 +303,10 @@ impl<'a> EomContext<'a> {
     /// How many headers called `name` the message has, counting the ones the
     /// milter saw and the ones its own calls added or deleted; `None` when the
     /// milter does not see headers (no header handler: the MTA was asked not to
-    /// send them), and for a message with more than 1,024 distinct header names
-    /// (tracking them would let a hostile message make the milter hold any amount
-    /// of memory).
+    /// send them), and for a message whose header names add up to more than
+    /// 64 KiB (some 4,000 headers) or that the milter's own calls changed more
+    /// than 1,024 times (tracking more would let a hostile message make the milter
+    /// hold any amount of memory).
     pub fn header_count(&self, name: &str) -> Option<u32> {
         self.headers.count(name.as_bytes())
     }

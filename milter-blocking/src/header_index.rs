@@ -1,79 +1,62 @@
 //! How many headers of each name the current message has, as the milter saw them,
 //! so that the header helpers can compute index-correct change/delete sequences.
+//!
+//! Recording a header costs one copy of its name: the names are only compared
+//! when a helper asks for a count, at end of message, which is rare next to the
+//! headers every message brings.
 
-/// Most distinct header names tracked per message; a message with more (no real
-/// mail has) stops being tracked, and the helpers fall back to what they do
-/// without tracking. Bounds the memory a hostile message can make us hold.
-const MAX_NAMES: usize = 1024;
-
-/// Most bytes of distinct names tracked per message (same reason).
+/// Most bytes of header names tracked per message; a message with more (about
+/// 4,000 headers; no real mail has) stops being tracked, and the helpers fall
+/// back to what they do without tracking. Bounds the memory a hostile message
+/// can make us hold.
 const MAX_NAME_BYTES: usize = 64 * 1024;
 
-/// One distinct name.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// [`fold_hash`] of the name: most lookups are settled by comparing it.
-    hash: u32,
-    /// Where the lower-cased name starts in `names`, and its length.
-    start: u32,
-    len: u32,
-    /// Occurrences.
-    count: u32,
-}
+/// Most adjustments (headers the milter itself added or deleted) tracked per
+/// message, for the same reason.
+const MAX_ADJUSTMENTS: usize = 1024;
 
-/// FNV-1a over the ASCII-lower-cased bytes.
-fn fold_hash(name: &[u8]) -> u32 {
-    name.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// Per-message header name counts. Names are compared ignoring ASCII case (both
-/// MTAs count occurrences that way). Buffers are reused across messages.
+/// Per-message header names. Names are compared ignoring ASCII case (both MTAs
+/// count occurrences that way). Buffers are reused across messages.
 #[derive(Debug, Default)]
 pub(crate) struct HeaderIndex {
-    /// Lower-cased names, back to back.
+    /// The names of the headers the MTA sent, back to back, as sent.
     names: Vec<u8>,
-    entries: Vec<Entry>,
+    /// Where each name ends in `names`.
+    ends: Vec<u32>,
+    /// What the milter's own calls did, in order: (name, +1 added, -1 deleted).
+    adjustments: Vec<(Box<[u8]>, i32)>,
     /// Whether headers of this message were seen (the header stage is handled).
     pub(crate) tracking: bool,
-    /// This message had too many distinct names to track.
+    /// This message had too many headers to track.
     overflow: bool,
 }
 
 impl HeaderIndex {
     pub(crate) fn clear(&mut self) {
         self.names.clear();
-        self.entries.clear();
+        self.ends.clear();
+        self.adjustments.clear();
         self.overflow = false;
-        if self.names.capacity() > MAX_NAME_BYTES {
-            self.names.shrink_to(MAX_NAME_BYTES);
-        }
     }
 
+    /// Notes one header the MTA sent.
     pub(crate) fn record(&mut self, name: &[u8]) {
-        let hash = fold_hash(name);
-        if let Some(e) = self.find_mut(name, hash) {
-            e.count += 1;
-            return;
-        }
         if self.overflow {
             return;
         }
-        if self.entries.len() >= MAX_NAMES || self.names.len() + name.len() > MAX_NAME_BYTES {
-            self.overflow = true;
-            self.names.clear();
-            self.entries.clear();
+        if self.names.len() + name.len() > MAX_NAME_BYTES {
+            self.overflow();
             return;
         }
-        let start = self.names.len() as u32;
-        self.names.extend(name.iter().map(u8::to_ascii_lowercase));
-        self.entries.push(Entry {
-            hash,
-            start,
-            len: name.len() as u32,
-            count: 1,
-        });
+        self.names.extend_from_slice(name);
+        self.ends.push(self.names.len() as u32);
+    }
+
+    fn overflow(&mut self) {
+        self.overflow = true;
+        self.names = Vec::new();
+        self.ends = Vec::new();
+        self.adjustments = Vec::new();
     }
 
     /// Occurrences of `name`; `None` when headers were not tracked.
@@ -81,12 +64,20 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return None;
         }
-        let hash = fold_hash(name);
+        let mut start = 0;
+        let mut seen: u32 = 0;
+        for &end in &self.ends {
+            let end = end as usize;
+            if self.names[start..end].eq_ignore_ascii_case(name) {
+                seen += 1;
+            }
+            start = end;
+        }
         Some(
-            self.entries
+            self.adjustments
                 .iter()
-                .find(|e| self.matches(e, name, hash))
-                .map_or(0, |e| e.count),
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .fold(seen, |c, (_, d)| c.saturating_add_signed(*d)),
         )
     }
 
@@ -96,27 +87,11 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return;
         }
-        match self.find_mut(name, fold_hash(name)) {
-            Some(e) => e.count = e.count.saturating_add_signed(delta),
-            None if delta > 0 => {
-                self.record(name);
-            }
-            None => {}
+        if self.adjustments.len() >= MAX_ADJUSTMENTS {
+            self.overflow();
+            return;
         }
-    }
-
-    fn matches(&self, e: &Entry, name: &[u8], hash: u32) -> bool {
-        e.hash == hash
-            && e.len as usize == name.len()
-            && self.names[e.start as usize..(e.start + e.len) as usize].eq_ignore_ascii_case(name)
-    }
-
-    fn find_mut(&mut self, name: &[u8], hash: u32) -> Option<&mut Entry> {
-        let at = self
-            .entries
-            .iter()
-            .position(|e| self.matches(e, name, hash))?;
-        self.entries.get_mut(at)
+        self.adjustments.push((name.into(), delta));
     }
 }
 
@@ -124,12 +99,16 @@ impl HeaderIndex {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_case_insensitively_and_reuses_buffers() {
-        let mut h = HeaderIndex {
+    fn tracking() -> HeaderIndex {
+        HeaderIndex {
             tracking: true,
             ..HeaderIndex::default()
-        };
+        }
+    }
+
+    #[test]
+    fn counts_case_insensitively_and_reuses_buffers() {
+        let mut h = tracking();
         h.record(b"Received");
         h.record(b"received");
         h.record(b"Subject");
@@ -146,11 +125,8 @@ mod tests {
     }
 
     #[test]
-    fn names_with_equal_lengths_and_hashes_of_other_case_stay_apart() {
-        let mut h = HeaderIndex {
-            tracking: true,
-            ..HeaderIndex::default()
-        };
+    fn names_of_equal_length_stay_apart() {
+        let mut h = tracking();
         for i in 0..10 {
             for _ in 0..=i {
                 h.record(format!("X-Header-{i}").as_bytes());
@@ -159,23 +135,43 @@ mod tests {
         for i in 0..10u32 {
             assert_eq!(h.count(format!("x-HEADER-{i}").as_bytes()), Some(i + 1));
         }
-        assert_eq!(fold_hash(b"Subject"), fold_hash(b"sUBJECT"));
         assert_eq!(h.count(b"X-Header-10"), Some(0));
+        assert_eq!(h.count(b"X-Header-"), Some(0));
+    }
+
+    #[test]
+    fn adjustments_apply_in_order_and_never_go_below_zero() {
+        let mut h = tracking();
+        h.record(b"X-A");
+        h.adjust(b"x-a", -1);
+        h.adjust(b"X-A", -1);
+        assert_eq!(h.count(b"X-A"), Some(0));
+        h.adjust(b"X-A", 1);
+        assert_eq!(h.count(b"x-a"), Some(1));
+        h.adjust(b"X-New", 1);
+        assert_eq!(h.count(b"x-new"), Some(1));
     }
 
     #[test]
     fn stops_tracking_past_its_bounds() {
-        let mut h = HeaderIndex {
-            tracking: true,
-            ..HeaderIndex::default()
-        };
-        for i in 0..MAX_NAMES + 10 {
+        let mut h = tracking();
+        let mut i = 0;
+        while h.count(b"X-Name-1").is_some() {
             h.record(format!("X-Name-{i}").as_bytes());
+            i += 1;
         }
-        assert_eq!(h.count(b"X-Name-1"), None);
-        assert!(h.entries.is_empty() && h.names.is_empty());
+        assert!(i > 4000, "stopped after {i} headers");
+        assert!(h.names.capacity() == 0 && h.ends.capacity() == 0);
+        h.record(b"Subject");
+        assert_eq!(h.count(b"subject"), None);
         h.clear();
         h.record(b"Subject");
         assert_eq!(h.count(b"subject"), Some(1));
+
+        let mut h = tracking();
+        for _ in 0..=MAX_ADJUSTMENTS {
+            h.adjust(b"X-Added", 1);
+        }
+        assert_eq!(h.count(b"X-Added"), None);
     }
 }
