@@ -177,8 +177,9 @@ impl ServerBuilder {
     }
 
     /// Polls (see [`busy_poll`](Self::busy_poll)) only while at most this many
-    /// connections are served; the default is the number of CPUs less one, at
-    /// least 1, so that the MTA keeps a CPU of its own.
+    /// connections are served; the default is the number of CPUs the process
+    /// may run on less one, so that the MTA keeps a CPU of its own (and a
+    /// single-CPU host never polls).
     pub fn busy_poll_limit(mut self, connections: usize) -> Self {
         self.busy_poll_limit = connections;
         self

@@ -43,12 +43,12 @@ impl SpinPolicy {
     }
 
     /// The default limit: one connection per CPU beyond the first, so that
-    /// the MTA's side always has a CPU of its own; at least one.
+    /// the MTA's side always has a CPU of its own. With one CPU (or an affinity
+    /// mask of one) that is none: spinning there only delays the MTA.
     pub(crate) fn default_max_open() -> usize {
         std::thread::available_parallelism()
-            .map(|n| n.get().saturating_sub(1))
-            .unwrap_or(1)
-            .max(1)
+            .map(|n| n.get() - 1)
+            .unwrap_or(0)
     }
 
     /// Counts a connection as served until the guard is dropped.
@@ -103,7 +103,11 @@ mod tests {
     }
 
     #[test]
-    fn default_limit_is_at_least_one() {
-        assert!(SpinPolicy::default_max_open() >= 1);
+    fn default_limit_leaves_one_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(SpinPolicy::default_max_open(), cpus - 1);
+        let p = SpinPolicy::new(Duration::from_micros(10), 0);
+        let _g = p.enter();
+        assert_eq!(p.budget(), None, "a limit of 0 never polls");
     }
 }
