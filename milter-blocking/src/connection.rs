@@ -51,7 +51,7 @@ pub(crate) fn serve<M: Milter>(
     info: ConnectionInfo,
     config: &ConnectionConfig,
     live: &LiveConnection,
-    stopping: &Arc<AtomicBool>,
+    stopping: &AtomicBool,
 ) {
     if let Err(e) = stream.set_timeouts(config.read_timeout, config.write_timeout) {
         log::warn!("{info}: cannot set socket timeouts: {e}");

@@ -44,6 +44,7 @@
 #![deny(unsafe_code)]
 
 mod activation;
+mod cache_line;
 pub mod client;
 mod connection;
 mod context;

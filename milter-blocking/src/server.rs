@@ -10,6 +10,7 @@
 //! 4. [`Server::run`] returns once every worker thread has been joined; Unix
 //!    socket files the server created are removed.
 
+use crate::cache_line::CacheLine;
 use crate::connection::{serve, ConnectionConfig};
 use crate::context::ConnectionInfo;
 use crate::handler::Milter;
@@ -320,7 +321,7 @@ impl ServerBuilder {
         };
         let hooks = self.hooks;
         let shared = Arc::new(Shared {
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(CacheLine(AtomicBool::new(false))),
             deadline: Mutex::new(None),
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
@@ -414,7 +415,7 @@ type StartFn = Arc<dyn Fn(crate::listener::Stream) -> crate::pool::Job + Send + 
 
 #[derive(Debug)]
 struct Shared {
-    stopping: Arc<AtomicBool>,
+    stopping: Arc<CacheLine<AtomicBool>>,
     deadline: Mutex<Option<Instant>>,
     registry: Registry,
     next_id: AtomicU64,

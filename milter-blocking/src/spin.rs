@@ -11,6 +11,7 @@
 //! and only then blocks. Under load (more open connections than the limit) it
 //! never spins, so spinning never takes CPU time from a connection with work.
 
+use crate::cache_line::CacheLine;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,8 @@ pub(crate) struct SpinPolicy {
     pub(crate) duration: Duration,
     /// Poll only while at most this many connections are being served.
     pub(crate) max_open: usize,
-    /// Connections being served right now.
-    pub(crate) open: Arc<AtomicUsize>,
+    /// Connections being served right now (read before every blocking read).
+    pub(crate) open: Arc<CacheLine<AtomicUsize>>,
 }
 
 impl SpinPolicy {
@@ -38,7 +39,7 @@ impl SpinPolicy {
         SpinPolicy {
             duration,
             max_open,
-            open: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(CacheLine(AtomicUsize::new(0))),
         }
     }
 
@@ -69,7 +70,7 @@ impl SpinPolicy {
 
 /// Marks one connection as served; see [`SpinPolicy::enter`].
 #[derive(Debug)]
-pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+pub(crate) struct OpenGuard(Arc<CacheLine<AtomicUsize>>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
