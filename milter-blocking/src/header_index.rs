@@ -23,8 +23,11 @@ pub(crate) struct HeaderIndex {
     names: Vec<u8>,
     /// Where each name ends in `names`.
     ends: Vec<u32>,
-    /// What the milter's own calls did, in order: (name, +1 added, -1 deleted).
-    adjustments: Vec<(Box<[u8]>, i32)>,
+    /// The names of the headers the milter's own calls added or deleted, back
+    /// to back, and in order where each ends and what was done (+1 added, -1
+    /// deleted).
+    adjusted_names: Vec<u8>,
+    adjustments: Vec<(u32, i32)>,
     /// Whether headers of this message were seen (the header stage is handled).
     pub(crate) tracking: bool,
     /// This message had too many headers to track.
@@ -35,6 +38,7 @@ impl HeaderIndex {
     pub(crate) fn clear(&mut self) {
         self.names.clear();
         self.ends.clear();
+        self.adjusted_names.clear();
         self.adjustments.clear();
         self.overflow = false;
     }
@@ -56,6 +60,7 @@ impl HeaderIndex {
         self.overflow = true;
         self.names = Vec::new();
         self.ends = Vec::new();
+        self.adjusted_names = Vec::new();
         self.adjustments = Vec::new();
     }
 
@@ -73,12 +78,15 @@ impl HeaderIndex {
             }
             start = end;
         }
-        Some(
-            self.adjustments
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .fold(seen, |c, (_, d)| c.saturating_add_signed(*d)),
-        )
+        let mut start = 0;
+        for &(end, delta) in &self.adjustments {
+            let end = end as usize;
+            if self.adjusted_names[start..end].eq_ignore_ascii_case(name) {
+                seen = seen.saturating_add_signed(delta);
+            }
+            start = end;
+        }
+        Some(seen)
     }
 
     /// Notes that one occurrence was deleted or added by the milter, so later
@@ -87,11 +95,15 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return;
         }
-        if self.adjustments.len() >= MAX_ADJUSTMENTS {
+        if self.adjustments.len() >= MAX_ADJUSTMENTS
+            || self.adjusted_names.len() + name.len() > MAX_NAME_BYTES
+        {
             self.overflow();
             return;
         }
-        self.adjustments.push((name.into(), delta));
+        self.adjusted_names.extend_from_slice(name);
+        self.adjustments
+            .push((self.adjusted_names.len() as u32, delta));
     }
 }
 
