@@ -15,19 +15,54 @@ const MAX_NAME_BYTES: usize = 64 * 1024;
 /// message, for the same reason.
 const MAX_ADJUSTMENTS: usize = 1024;
 
+/// Names back to back in one buffer, in the order they came; buffers are
+/// reused after `clear`.
+#[derive(Debug, Default)]
+struct NameList {
+    bytes: Vec<u8>,
+    /// Where each name ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl NameList {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let name = &self.bytes[start..end as usize];
+            start = end as usize;
+            name
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
 /// Per-message header names. Names are compared ignoring ASCII case (both MTAs
 /// count occurrences that way). Buffers are reused across messages.
 #[derive(Debug, Default)]
 pub(crate) struct HeaderIndex {
-    /// The names of the headers the MTA sent, back to back, as sent.
-    names: Vec<u8>,
-    /// Where each name ends in `names`.
-    ends: Vec<u32>,
-    /// The names of the headers the milter's own calls added or deleted, back
-    /// to back, and in order where each ends and what was done (+1 added, -1
-    /// deleted).
-    adjusted_names: Vec<u8>,
-    adjustments: Vec<(u32, i32)>,
+    /// The names of the headers the MTA sent, as sent.
+    names: NameList,
+    /// The names of the headers the milter's own calls added or deleted, and
+    /// for each, in the same order, what was done (+1 added, -1 deleted).
+    adjusted: NameList,
+    deltas: Vec<i32>,
     /// Whether headers of this message were seen (the header stage is handled).
     pub(crate) tracking: bool,
     /// This message had too many headers to track.
@@ -37,9 +72,8 @@ pub(crate) struct HeaderIndex {
 impl HeaderIndex {
     pub(crate) fn clear(&mut self) {
         self.names.clear();
-        self.ends.clear();
-        self.adjusted_names.clear();
-        self.adjustments.clear();
+        self.adjusted.clear();
+        self.deltas.clear();
         self.overflow = false;
     }
 
@@ -48,20 +82,18 @@ impl HeaderIndex {
         if self.overflow {
             return;
         }
-        if self.names.len() + name.len() > MAX_NAME_BYTES {
+        if self.names.bytes() + name.len() > MAX_NAME_BYTES {
             self.overflow();
             return;
         }
-        self.names.extend_from_slice(name);
-        self.ends.push(self.names.len() as u32);
+        self.names.push(name);
     }
 
     fn overflow(&mut self) {
         self.overflow = true;
-        self.names = Vec::new();
-        self.ends = Vec::new();
-        self.adjusted_names = Vec::new();
-        self.adjustments = Vec::new();
+        self.names = NameList::default();
+        self.adjusted = NameList::default();
+        self.deltas = Vec::new();
     }
 
     /// Occurrences of `name`; `None` when headers were not tracked.
@@ -69,24 +101,18 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return None;
         }
-        let mut start = 0;
-        let mut seen: u32 = 0;
-        for &end in &self.ends {
-            let end = end as usize;
-            if self.names[start..end].eq_ignore_ascii_case(name) {
-                seen += 1;
-            }
-            start = end;
-        }
-        let mut start = 0;
-        for &(end, delta) in &self.adjustments {
-            let end = end as usize;
-            if self.adjusted_names[start..end].eq_ignore_ascii_case(name) {
-                seen = seen.saturating_add_signed(delta);
-            }
-            start = end;
-        }
-        Some(seen)
+        let seen = self
+            .names
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count() as u32;
+        Some(
+            self.adjusted
+                .iter()
+                .zip(&self.deltas)
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .fold(seen, |c, (_, &d)| c.saturating_add_signed(d)),
+        )
     }
 
     /// Notes that one occurrence was deleted or added by the milter, so later
@@ -95,15 +121,14 @@ impl HeaderIndex {
         if !self.tracking || self.overflow {
             return;
         }
-        if self.adjustments.len() >= MAX_ADJUSTMENTS
-            || self.adjusted_names.len() + name.len() > MAX_NAME_BYTES
+        if self.adjusted.len() >= MAX_ADJUSTMENTS
+            || self.adjusted.bytes() + name.len() > MAX_NAME_BYTES
         {
             self.overflow();
             return;
         }
-        self.adjusted_names.extend_from_slice(name);
-        self.adjustments
-            .push((self.adjusted_names.len() as u32, delta));
+        self.adjusted.push(name);
+        self.deltas.push(delta);
     }
 }
 
@@ -128,10 +153,10 @@ mod tests {
         assert_eq!(h.count(b"x-none"), Some(0));
         h.adjust(b"subject", -1);
         assert_eq!(h.count(b"Subject"), Some(0));
-        let cap = h.names.capacity();
+        let cap = h.names.bytes.capacity();
         h.clear();
         assert_eq!(h.count(b"Subject"), Some(0));
-        assert_eq!(h.names.capacity(), cap);
+        assert_eq!(h.names.bytes.capacity(), cap);
         h.tracking = false;
         assert_eq!(h.count(b"Subject"), None);
     }
@@ -173,7 +198,7 @@ mod tests {
             i += 1;
         }
         assert!(i > 4000, "stopped after {i} headers");
-        assert!(h.names.capacity() == 0 && h.ends.capacity() == 0);
+        assert!(h.names.bytes.capacity() == 0 && h.names.ends.capacity() == 0);
         h.record(b"Subject");
         assert_eq!(h.count(b"subject"), None);
         h.clear();
