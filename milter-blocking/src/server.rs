@@ -20,7 +20,7 @@ use crate::pool::Pool;
 use crate::registry::{Registry, ServerStats};
 use crate::socket_spec::{SocketSpec, SocketSpecError};
 use crate::spin::SpinPolicy;
-pub use crate::spin::DEFAULT_SPIN as DEFAULT_BUSY_POLL;
+pub use crate::spin::DEFAULT_BUSY_POLL;
 use milter_core::limits::DEFAULT_MAX_PAYLOAD;
 use milter_core::Status;
 use std::fmt;

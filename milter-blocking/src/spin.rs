@@ -19,7 +19,7 @@ use std::time::Duration;
 /// Default time to poll before blocking: longer than the MTA's usual reaction
 /// time between two commands on a loopback or local-network socket, short
 /// enough that an idle connection costs nothing measurable.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// When and how long connections poll before they block.
 #[derive(Debug, Clone)]
