@@ -22,8 +22,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Threads of the running test: its own (and those it started, which inherit
+/// its name) and the server's workers. The harness's threads for the other
+/// tests, started meanwhile and waiting for `serial`, are not counted.
 fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+    let comm =
+        |task: &std::path::Path| std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+    let own = comm(std::path::Path::new("/proc/thread-self"));
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .map(|t| comm(&t.path()))
+        .filter(|c| *c == own || c.trim_end() == "milter-worker")
+        .count()
 }
 
 fn fds() -> usize {
