@@ -3,7 +3,8 @@
 //! `cargo bench -p milter-benches --bench throughput` runs the whole grid
 //! (concurrency 1, 4, 32, 256 × unix socket and TCP loopback × small and large
 //! messages) with every implementation interleaved, several repetitions, and prints a
-//! table of medians and ratios to the floor. `cargo test --benches` runs it once,
+//! table of medians and of ratios to the floor (each repetition's ratio of two runs
+//! made side by side; the median and the range over repetitions). `cargo test --benches` runs it once,
 //! briefly, on a small grid, so that it cannot rot. Environment:
 //! `BENCH_SECONDS` (per measurement, default 2), `BENCH_REPS` (default 3),
 //! `BENCH_ONLY` (comma-separated implementation names), `BENCH_C` (concurrencies,
@@ -329,6 +330,18 @@ fn connection(
     Ok(latencies)
 }
 
+/// The ratio of `imp`'s throughput to `floor`'s in every repetition that
+/// measured both: the two ran side by side, within seconds of each other, so
+/// that a slow minute of the machine weighs on both alike.
+fn paired_ratios(imp: &[(usize, Sample)], floor: &[(usize, Sample)]) -> Vec<f64> {
+    imp.iter()
+        .filter_map(|(rep, s)| {
+            let f = floor.iter().find(|(r, _)| r == rep)?;
+            (f.1.per_second > 0.0).then(|| s.per_second / f.1.per_second)
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
@@ -436,12 +449,13 @@ fn main() {
 
     let mut table = String::new();
     table.push_str(
-        "| profile | transport | C | implementation | msgs/s | p50 | p99 | CPU/msg | × floor |\n",
+        "| profile | transport | C | implementation | msgs/s | p50 | p99 | CPU/msg | × floor | range |\n",
     );
-    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let mut n = 0;
     for (conns, transport, size) in grid {
-        let mut results: Vec<Vec<Sample>> = vec![Vec::new(); imps.len()];
+        // Per implementation: (repetition, sample) of every run that succeeded.
+        let mut results: Vec<Vec<(usize, Sample)>> = vec![Vec::new(); imps.len()];
         for rep in 0..reps {
             for k in 0..imps.len() {
                 // Interleave, rotating the order each repetition.
@@ -464,7 +478,7 @@ fn main() {
                                 s.cpu_per_message.unwrap_or_default().system,
                             );
                         }
-                        results[i].push(s)
+                        results[i].push((rep, s))
                     }
                     outcome => {
                         let why = match outcome {
@@ -487,9 +501,10 @@ fn main() {
                 if r.is_empty() {
                     return None;
                 }
-                let m = median(r.iter().map(|s| s.per_second).collect());
+                let m = median(r.iter().map(|(_, s)| s.per_second).collect());
                 let pick = r
                     .iter()
+                    .map(|(_, s)| s)
                     .min_by(|a, b| {
                         (a.per_second - m)
                             .abs()
@@ -501,24 +516,29 @@ fn main() {
                 Some((m, pick))
             })
             .collect();
-        let floor = imps
-            .iter()
-            .position(|i| i.name == "floor")
-            .and_then(|f| medians[f].as_ref().map(|m| m.0));
+        let floor = imps.iter().position(|i| i.name == "floor");
         for (k, (imp, result)) in imps.iter().zip(&medians).enumerate() {
             let Some((m, s)) = result else {
                 let line = format!(
-                    "| {size:?} | {transport:?} | {conns} | {} | failed every repetition | | | | |\n",
+                    "| {size:?} | {transport:?} | {conns} | {} | failed every repetition | | | | | |\n",
                     imp.name
                 );
                 print!("{line}");
                 table.push_str(&line);
                 continue;
             };
-            let ratio = floor.map_or("-".to_string(), |f| format!("{:.2}", m / f));
+            let (ratio, range) = match floor.map(|f| paired_ratios(&results[k], &results[f])) {
+                Some(r) if !r.is_empty() => {
+                    let (lo, hi) = r
+                        .iter()
+                        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                    (format!("{:.2}", median(r)), format!("{lo:.2}–{hi:.2}"))
+                }
+                _ => ("-".to_string(), "-".to_string()),
+            };
             let cpu = results[k]
                 .iter()
-                .filter_map(|s| s.cpu_per_message)
+                .filter_map(|(_, s)| s.cpu_per_message)
                 .map(|c| (c.user + c.system).as_secs_f64() * 1e6)
                 .collect::<Vec<f64>>();
             let cpu = if cpu.is_empty() {
@@ -527,7 +547,7 @@ fn main() {
                 format!("{:.0} µs", median(cpu))
             };
             let line = format!(
-                "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |\n",
+                "| {:?} | {:?} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} |\n",
                 size,
                 transport,
                 conns,
@@ -536,7 +556,8 @@ fn main() {
                 s.p50.as_secs_f64() * 1e3,
                 s.p99.as_secs_f64() * 1e3,
                 cpu,
-                ratio
+                ratio,
+                range
             );
             print!("{line}");
             table.push_str(&line);
