@@ -6,6 +6,7 @@ use crate::handler::{HandlerError, Milter};
 use crate::header_index::HeaderIndex;
 use crate::hooks::{Hooks, Observer};
 use crate::listener::Stream;
+use crate::read_watch::ReadWatch;
 use crate::registry::LiveConnection;
 use crate::spin::SpinPolicy;
 use milter_core::filter::{Event, FilterSession, Input, ReplyOutcome};
@@ -25,7 +26,8 @@ const KEEP_READ_BUFFER: usize = 128 * 1024;
 /// Settings every connection shares.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionConfig {
-    pub(crate) read_timeout: Option<Duration>,
+    /// The read timeout, kept by the accept loop (`None`: wait forever).
+    pub(crate) read_watch: Option<Arc<ReadWatch>>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) max_payload: usize,
     pub(crate) failure_status: Status,
@@ -53,7 +55,14 @@ pub(crate) fn serve<M: Milter>(
     live: &LiveConnection,
     stopping: &AtomicBool,
 ) {
-    if let Err(e) = stream.set_timeouts(config.read_timeout, config.write_timeout) {
+    // The read timeout is the watchdog's, unless the registry could not keep
+    // a duplicate of the socket to cut it with (out of descriptors): then the
+    // kernel's.
+    let kernel_read_timeout = match &config.read_watch {
+        Some(w) if !live.can_be_cut() => Some(w.limit()),
+        _ => None,
+    };
+    if let Err(e) = stream.set_timeouts(kernel_read_timeout, config.write_timeout) {
         log::warn!("{info}: cannot set socket timeouts: {e}");
         return;
     }
@@ -102,6 +111,7 @@ impl<M: Milter> Connection<'_, M> {
         loop {
             let read = self.read_input(decoder.spare());
             let n = match read {
+                Ok(0) if self.live.read_timed_out() => return self.read_timed_out(),
                 Ok(0) => {
                     if decoder.buffered() > 0 {
                         log::warn!(
@@ -115,23 +125,14 @@ impl<M: Milter> Connection<'_, M> {
                     return self.end_of_input();
                 }
                 Ok(n) => n,
+                // The kernel's read timeout (see `serve`).
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    if let Some(h) = self.hooks() {
-                        h.timeout(&self.info);
-                    }
-                    log::warn!(
-                        "{}: no command from the MTA for {:?} (connection open {:?}, at {}); closing",
-                        self.tag(),
-                        self.config.read_timeout.unwrap_or_default(),
-                        self.opened.elapsed(),
-                        self.session.position().name()
-                    );
-                    return self.end_of_input();
+                    return self.read_timed_out()
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -183,14 +184,38 @@ impl<M: Milter> Connection<'_, M> {
     }
 
     /// Reads what the MTA sent next; first polls for it without blocking for a
-    /// moment when the spin policy allows (see `spin.rs`).
+    /// moment when the spin policy allows (see `spin.rs`). A read that blocks
+    /// is watched for the read timeout (see `read_watch.rs`).
     fn read_input(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(budget) = self.config.spin.budget() {
             if let Some(result) = self.poll_input(buf, budget) {
                 return result;
             }
         }
+        let _reading = self
+            .config
+            .read_watch
+            .as_ref()
+            .map(|w| w.reading(self.live));
         self.stream.read(buf)
+    }
+
+    /// The MTA sent nothing for the read timeout: log, tell the hooks, end.
+    fn read_timed_out(&mut self) {
+        if let Some(h) = self.hooks() {
+            h.timeout(&self.info);
+        }
+        log::warn!(
+            "{}: no command from the MTA for {:?} (connection open {:?}, at {}); closing",
+            self.tag(),
+            self.config
+                .read_watch
+                .as_ref()
+                .map_or(Duration::ZERO, |w| w.limit()),
+            self.opened.elapsed(),
+            self.session.position().name()
+        );
+        self.end_of_input();
     }
 
     /// Polls without blocking for up to `budget`; `None` if nothing came (the

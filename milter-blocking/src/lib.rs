@@ -53,6 +53,7 @@ mod header_index;
 mod hooks;
 mod listener;
 mod pool;
+mod read_watch;
 mod registry;
 mod server;
 mod socket_spec;

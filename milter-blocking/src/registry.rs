@@ -7,7 +7,7 @@ use milter_core::filter::Position;
 use milter_core::Stage;
 use std::collections::HashMap;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,20 +37,51 @@ fn decode(v: u8) -> Position {
 /// One open connection as the registry sees it.
 #[derive(Debug)]
 pub(crate) struct LiveConnection {
-    /// Written by the connection's thread after every batch of commands: on
-    /// lines of its own, so that writing it never slows another connection.
-    position: CacheLine<AtomicU8>,
+    /// Written by the connection's thread around every read and after every
+    /// batch of commands: on lines of its own, so that writing it never slows
+    /// another connection.
+    hot: CacheLine<Hot>,
+    /// The read watchdog cut this connection's read (see `read_watch.rs`).
+    timed_out: AtomicBool,
     opened: Instant,
     stream: Option<Stream>,
 }
 
+#[derive(Debug)]
+struct Hot {
+    position: AtomicU8,
+    /// The read watchdog's tick when the connection began to wait in a read;
+    /// 0 while it is not waiting.
+    reading_since: AtomicU64,
+}
+
 impl LiveConnection {
     pub(crate) fn set_position(&self, p: Position) {
-        self.position.store(encode(p), Ordering::Relaxed);
+        self.hot.position.store(encode(p), Ordering::Relaxed);
     }
 
     pub(crate) fn position(&self) -> Position {
-        decode(self.position.load(Ordering::Relaxed))
+        decode(self.hot.position.load(Ordering::Relaxed))
+    }
+
+    /// The connection waits in a read since the watchdog's tick `tick` (> 0).
+    pub(crate) fn begin_read(&self, tick: u64) {
+        self.hot.reading_since.store(tick, Ordering::Relaxed);
+    }
+
+    /// The read returned.
+    pub(crate) fn end_read(&self) {
+        self.hot.reading_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the read watchdog cut this connection.
+    pub(crate) fn read_timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Whether the registry holds a duplicate of the socket, to cut it with.
+    pub(crate) fn can_be_cut(&self) -> bool {
+        self.stream.is_some()
     }
 
     fn close(&self, how: Shutdown) {
@@ -100,7 +131,11 @@ impl Registry {
 
     pub(crate) fn add(&self, id: u64, stream: &Stream) -> Arc<LiveConnection> {
         let live = Arc::new(LiveConnection {
-            position: CacheLine(AtomicU8::new(0)),
+            hot: CacheLine(Hot {
+                position: AtomicU8::new(0),
+                reading_since: AtomicU64::new(0),
+            }),
+            timed_out: AtomicBool::new(false),
             opened: Instant::now(),
             stream: stream.try_clone().ok(),
         });
@@ -123,6 +158,21 @@ impl Registry {
                 c.close(Shutdown::Read);
             }
         }
+    }
+
+    /// Cuts the reads that began before the watchdog's tick `tick`: marks
+    /// those connections timed out and shuts their reading side, so that the
+    /// read returns end of input. Returns how many it cut.
+    pub(crate) fn cut_reads_before(&self, tick: u64) -> usize {
+        let mut cut = 0;
+        for c in self.lock().values() {
+            let since = c.hot.reading_since.load(Ordering::Relaxed);
+            if since != 0 && since < tick && !c.timed_out.swap(true, Ordering::Relaxed) {
+                c.close(Shutdown::Read);
+                cut += 1;
+            }
+        }
+        cut
     }
 
     /// Ends every connection (shutdown deadline).

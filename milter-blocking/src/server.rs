@@ -17,6 +17,7 @@ use crate::handler::Milter;
 use crate::hooks::Hooks;
 use crate::listener::{ListenOptions, Listener, ACCEPT_POLL};
 use crate::pool::Pool;
+use crate::read_watch::ReadWatch;
 use crate::registry::{Registry, ServerStats};
 use crate::socket_spec::{SocketSpec, SocketSpecError};
 use crate::spin::SpinPolicy;
@@ -250,6 +251,12 @@ impl ServerBuilder {
     }
 
     /// Timeout of every read (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    ///
+    /// A connection whose MTA sends nothing for this long is closed (abort and
+    /// close handlers run, the [`Hooks::timeout`] hook is called). The accept
+    /// loop checks every eighth of the timeout (between 10 ms and 200 ms), so
+    /// the cut comes no earlier than the timeout and at most about two checks
+    /// later.
     pub fn read_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = t.into();
         self
@@ -310,8 +317,9 @@ impl ServerBuilder {
         if self.listeners.is_empty() {
             return Err(ServerError::NoListener);
         }
+        let read_watch = self.read_timeout.map(|t| Arc::new(ReadWatch::new(t)));
         let config = ConnectionConfig {
-            read_timeout: self.read_timeout,
+            read_watch: read_watch.clone(),
             write_timeout: self.write_timeout,
             max_payload: self.max_payload,
             failure_status: self.failure_status,
@@ -327,6 +335,7 @@ impl ServerBuilder {
             next_id: AtomicU64::new(1),
             pool_counts: Mutex::new((0, 0)),
             hooks: hooks.clone(),
+            read_watch,
         });
         let factory = Arc::new(factory);
         let start: StartFn = {
@@ -422,6 +431,21 @@ struct Shared {
     /// (threads, idle threads), refreshed by the accept loop for stats.
     pool_counts: Mutex<(usize, usize)>,
     hooks: Option<Arc<dyn Hooks>>,
+    /// The read timeout, checked by the first accept loop and the shutdown.
+    read_watch: Option<Arc<ReadWatch>>,
+}
+
+impl Shared {
+    /// Cuts the reads that waited past the read timeout (at most once per the
+    /// watch's period; see `read_watch.rs`).
+    fn check_reads(&self) {
+        if let Some(w) = &self.read_watch {
+            let cut = w.check(&self.registry);
+            if cut > 0 {
+                log::debug!("read timeout: cut {cut} connections");
+            }
+        }
+    }
 }
 
 /// A running milter server. Build one with [`Server::builder`].
@@ -511,8 +535,14 @@ impl Server {
             start,
             shared,
         } = self;
-        for l in &listeners {
-            l.set_accept_timeout(ACCEPT_POLL)
+        // The first accept loop also keeps the read timeout: it must wake at
+        // least once per the watch's period.
+        let first_poll = shared
+            .read_watch
+            .as_ref()
+            .map_or(ACCEPT_POLL, |w| w.period().min(ACCEPT_POLL));
+        for (i, l) in listeners.iter().enumerate() {
+            l.set_accept_timeout(if i == 0 { first_poll } else { ACCEPT_POLL })
                 .map_err(ServerError::Accept)?;
             log::info!("listening on {}", l.local_spec());
         }
@@ -524,10 +554,10 @@ impl Server {
             let start = Arc::clone(&start);
             let shared = Arc::clone(&shared);
             acceptors.push(thread::spawn(move || {
-                accept_loop(&l, &pool, &start, &shared)
+                accept_loop(&l, &pool, &start, &shared, false)
             }));
         }
-        let mut result = accept_loop(&listeners[0], &pool, &start, &shared);
+        let mut result = accept_loop(&listeners[0], &pool, &start, &shared, true);
         for a in acceptors {
             match a.join() {
                 Ok(Err(e)) if result.is_ok() => result = Err(e),
@@ -545,7 +575,8 @@ impl Server {
             .and_then(|d| *d)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
         while shared.registry.len() > 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
+            shared.check_reads();
+            thread::sleep(Duration::from_millis(10));
         }
         if shared.registry.len() > 0 {
             log::warn!(
@@ -564,14 +595,20 @@ impl Server {
     }
 }
 
+/// Accepts connections until the shutdown; with `keeps_reads`, also keeps the
+/// read timeout between two accepts.
 fn accept_loop(
     listener: &Listener,
     pool: &Mutex<Pool>,
     start: &StartFn,
     shared: &Shared,
+    keeps_reads: bool,
 ) -> Result<(), ServerError> {
     let mut backoff = Duration::from_millis(10);
     while !shared.stopping.load(Ordering::SeqCst) {
+        if keeps_reads {
+            shared.check_reads();
+        }
         match listener.accept() {
             Ok(Some(stream)) => {
                 backoff = Duration::from_millis(10);

@@ -75,6 +75,7 @@ struct Counts {
     modifications: AtomicUsize,
     failures: AtomicUsize,
     protocol_errors: AtomicUsize,
+    timeouts: AtomicUsize,
 }
 
 impl Hooks for Counts {
@@ -101,6 +102,9 @@ impl Hooks for Counts {
     }
     fn protocol_error(&self, _: &ConnectionInfo, _: &dyn std::error::Error) {
         self.protocol_errors.fetch_add(1, Ordering::SeqCst);
+    }
+    fn timeout(&self, _: &ConnectionInfo) {
+        self.timeouts.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -129,5 +133,54 @@ fn hooks_see_connections_stages_verdicts_and_errors() {
         assert_eq!(counts.modifications.load(Ordering::SeqCst), 3);
         assert_eq!(counts.protocol_errors.load(Ordering::SeqCst), 1);
         assert_eq!(counts.failures.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn the_timeout_hook_sees_a_silent_mta_and_no_other() {
+    let logs = logs();
+    watchdog(Duration::from_secs(30), move || {
+        let counts = Arc::new(Counts::default());
+        let limit = Duration::from_millis(300);
+        let server = TestServer::with(
+            |b| b.hooks(counts.clone()).read_timeout(limit),
+            Strict::default,
+        );
+        // One MTA closes at once, one keeps talking for longer than the
+        // timeout in all, one falls silent in a message.
+        let mut quick = Mta::connect(&server.spec);
+        quick.connect_stage("quick", "192.0.2.1", 25);
+        let mut talker = Mta::connect(&server.spec);
+        talker.connect_stage("talker", "192.0.2.2", 25);
+        let mut silent = Mta::connect(&server.spec);
+        silent.connect_stage("silent", "192.0.2.3", 25);
+        let began = std::time::Instant::now();
+        assert_eq!(silent.mail("<a@b>", &[]), continue_());
+        drop(quick);
+        for _ in 0..8 {
+            std::thread::sleep(limit / 4);
+            assert_eq!(talker.helo("again"), continue_());
+        }
+        assert!(silent.closed_by_milter(Duration::from_secs(10)));
+        assert!(
+            began.elapsed() >= limit,
+            "cut after {:?}, before the timeout",
+            began.elapsed()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counts.closed.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(counts.timeouts.load(Ordering::SeqCst), 1);
+        // The one still talking is still served.
+        assert_eq!(talker.mail("<c@d>", &[]), continue_());
+        let lines = logs.0.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("WARN") && l.contains("no command from the MTA for 300ms")),
+            "{lines:?}"
+        );
     });
 }
