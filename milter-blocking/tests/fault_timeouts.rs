@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{watchdog, Capture, Mta, TestServer};
+use common::{continue_, watchdog, Answer, Capture, Mta, TestServer};
 use milter_blocking::core::client::Decision;
 use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
 use milter_blocking::{
@@ -177,7 +177,7 @@ fn next_connection_is_served(server: &TestServer) {
     let mut m = Mta::connect(&server.spec);
     m.connect_stage("h", "192.0.2.1", 25);
     m.mail("<a@x>", &[]);
-    assert_eq!(m.rcpt("<b@x>", &[]), common::continue_());
+    assert_eq!(m.rcpt("<b@x>", &[]), continue_());
 }
 
 #[test]
@@ -351,8 +351,27 @@ fn a_thousand_idle_connections_are_freed_by_read_timeouts() {
         // One more is beyond the maximum (no queue): closed at once.
         let mut extra = Mta::open(&server.spec, OptNeg::POSTFIX_3);
         assert!(extra.closed_by_milter(Duration::from_secs(5)));
+        // Stage by stage across all of them, so that no connection waits
+        // longer than one round (not a thousand messages) for its next
+        // command, well inside the read timeout even on a slow machine.
+        let rounds: [fn(&mut Mta) -> Answer; 8] = [
+            |m| m.connect_stage("client.example.net", "192.0.2.7", 4567),
+            |m| m.helo("client.example.net"),
+            |m| m.mail("<a@example.org>", &[]),
+            |m| m.rcpt("<b@example.org>", &[]),
+            |m| m.send(Command::Data),
+            |m| m.header("Subject", "hello"),
+            |m| m.send(Command::Eoh),
+            |m| m.body(b"line\r\n"),
+        ];
+        for round in rounds {
+            let began = Instant::now();
+            for m in &mut healthy {
+                assert_eq!(round(m), continue_());
+            }
+            eprintln!("[idle] a round of {N} commands took {:?}", began.elapsed());
+        }
         for m in &mut healthy {
-            m.message_until_eom();
             assert_eq!(m.eom().decision, Decision::Continue);
         }
         let stats = server.handle.stats();
