@@ -11,8 +11,14 @@
 //! The timestamp is the time of the watchdog's latest tick, read from one
 //! shared atomic: no clock call per read. A connection whose timestamp is the
 //! tick `T[k]` began its read before the next tick `T[k+1]`, so it is cut only
-//! once `T[k+1]` is at least the limit in the past: never early, at most about
-//! two periods late.
+//! once `T[k+1]` is at least the limit in the past: never early, and late by at
+//! most the spacing of the published ticks plus a period.
+//!
+//! The watch remembers the ticks of the last `limit`, so it publishes at most
+//! [`MAX_TICKS`] of them per limit: for a timeout up to about 200 s that is
+//! every tick (a read is cut at most about two periods late), for a longer one
+//! every `limit / MAX_TICKS` (the default 7210 s: at most about 7.5 s late),
+//! and the memory stays a few KiB whatever the timeout.
 
 use crate::cache_line::CacheLine;
 use crate::registry::{LiveConnection, Registry};
@@ -25,6 +31,8 @@ use std::time::{Duration, Instant};
 const MIN_PERIOD: Duration = Duration::from_millis(10);
 /// Longest period between two checks.
 const MAX_PERIOD: Duration = Duration::from_millis(200);
+/// Most ticks published per `limit`, which bounds the ticks remembered.
+const MAX_TICKS: u32 = 1024;
 
 /// The read timeout of every connection of a server, and its watchdog's clock.
 #[derive(Debug)]
@@ -82,7 +90,11 @@ impl ReadWatch {
     /// once per period (earlier calls return at once). Returns how many reads
     /// it cut.
     pub(crate) fn check(&self, registry: &Registry) -> usize {
-        let now = Instant::now();
+        self.check_at(Instant::now(), registry)
+    }
+
+    /// [`check`](Self::check) as if the time were `now`.
+    fn check_at(&self, now: Instant, registry: &Registry) -> usize {
         let mut ticks = self.ticks.lock().unwrap_or_else(|p| p.into_inner());
         if now < ticks.due {
             return 0;
@@ -90,8 +102,15 @@ impl ReadWatch {
         ticks.due = now + self.period;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let tick = ms(now.duration_since(self.start)).saturating_add(1);
-        self.now.store(tick, Ordering::Relaxed);
-        ticks.recent.push_back(tick);
+        let spacing = ms(self.limit / MAX_TICKS);
+        if ticks
+            .recent
+            .back()
+            .map_or(true, |&last| tick >= last + spacing)
+        {
+            self.now.store(tick, Ordering::Relaxed);
+            ticks.recent.push_back(tick);
+        }
         // The latest tick at least `limit` ago: a read stamped with an earlier
         // tick began before it, so it has waited at least `limit`.
         let horizon = tick.saturating_sub(ms(self.limit));
@@ -191,6 +210,39 @@ mod tests {
         // Only once.
         std::thread::sleep(watch.period());
         assert_eq!(watch.check(&registry), 0);
+    }
+
+    #[test]
+    fn a_long_timeout_remembers_a_bounded_number_of_ticks() {
+        let registry = Registry::default();
+        let limit = Duration::from_secs(7210);
+        let watch = ReadWatch::new(limit);
+        let (conn, _, _peer) = entry(&registry, 1);
+        let period = watch.period();
+        let slack = limit / MAX_TICKS + 2 * period;
+        let mut reading = None;
+        let mut began = None;
+        let mut most = 0;
+        // Three hours of checks, one per period; a read begins after 1000 s.
+        for step in 1..=(3 * 3600 * 1000 / period.as_millis() as u32) {
+            let at = watch.start + period * step;
+            if watch.check_at(at, &registry) > 0 {
+                let waited = at - began.expect("cut a read that never began");
+                assert!(waited >= limit, "cut after {waited:?}");
+                assert!(waited <= limit + slack, "cut {waited:?} after it began");
+                assert!(conn.read_timed_out());
+                drop(reading.take());
+                began = Some(at + limit * 10); // no second cut
+            }
+            if began.is_none() && at >= watch.start + Duration::from_secs(1000) {
+                reading = Some(watch.reading(&conn));
+                began = Some(at);
+            }
+            most = most.max(watch.ticks.lock().unwrap().recent.len());
+        }
+        assert!(conn.read_timed_out(), "the read was never cut");
+        // A few KiB (the ticks of one limit are MAX_TICKS and one or two more).
+        assert!(most <= 2048, "remembered {most} ticks");
     }
 
     #[test]

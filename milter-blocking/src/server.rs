@@ -256,7 +256,8 @@ impl ServerBuilder {
     /// close handlers run, the [`Hooks::timeout`] hook is called). The accept
     /// loop checks every eighth of the timeout (between 10 ms and 200 ms), so
     /// the cut comes no earlier than the timeout and at most about two checks
-    /// later.
+    /// later; for a timeout over about 200 s, at most a 1024th of it later
+    /// (the default: about 7.5 s).
     pub fn read_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = t.into();
         self
