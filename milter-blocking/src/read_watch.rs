@@ -106,7 +106,7 @@ impl ReadWatch {
         if ticks
             .recent
             .back()
-            .map_or(true, |&last| tick >= last + spacing)
+            .map_or(true, |&last| tick >= last.saturating_add(spacing))
         {
             self.now.store(tick, Ordering::Relaxed);
             ticks.recent.push_back(tick);
@@ -243,6 +243,21 @@ mod tests {
         assert!(conn.read_timed_out(), "the read was never cut");
         // A few KiB (the ticks of one limit are MAX_TICKS and one or two more).
         assert!(most <= 2048, "remembered {most} ticks");
+    }
+
+    #[test]
+    fn an_endless_timeout_never_cuts() {
+        let registry = Registry::default();
+        let watch = ReadWatch::new(Duration::MAX);
+        let (conn, _, _peer) = entry(&registry, 1);
+        let _reading = watch.reading(&conn);
+        for step in 1..100 {
+            assert_eq!(
+                watch.check_at(watch.start + watch.period() * step, &registry),
+                0
+            );
+        }
+        assert!(!conn.read_timed_out());
     }
 
     #[test]
