@@ -166,8 +166,11 @@ impl FrameDecoder {
             self.start = 0;
             self.end = 0;
         }
-        let want = self.wanted_space();
-        if self.buf.len() - self.end < want {
+        let (need, want) = self.wanted_space();
+        // Move the bytes buffered to the front only when the rest of the frame
+        // in progress does not fit behind them: a frame that fits is read in
+        // place, without copying its first part (the slack is only a bonus).
+        if self.buf.len() - self.end < need {
             self.compact();
             if self.buf.len() - self.end < want {
                 let new_len = (self.end + want).max(INITIAL_CAPACITY);
@@ -237,19 +240,24 @@ impl FrameDecoder {
         }
     }
 
-    /// How much free space the next read should have.
-    fn wanted_space(&self) -> usize {
+    /// How much free space the next read needs (below which the buffer is
+    /// compacted) and should have (what it grows to): `(need, want)`.
+    fn wanted_space(&self) -> (usize, usize) {
         let avail = &self.buf[self.start..self.end];
         let have = avail.len();
         match frame_len(avail, self.max_payload) {
             Ok(Some(len)) if have < LEN_BYTES + len => {
                 // Room for the rest of this frame, bounded by one growth step, plus
                 // room for what usually travels with it.
-                (LEN_BYTES + len - have).min(GROW_STEP) + SLACK
+                let rest = (LEN_BYTES + len - have).min(GROW_STEP);
+                (rest, rest + SLACK)
             }
             // Between frames: room for a frame as large as the largest seen (a
             // connection that only ever sees small packets keeps a small buffer).
-            _ => (INITIAL_CAPACITY / 2).max(self.largest + SLACK),
+            _ => {
+                let want = (INITIAL_CAPACITY / 2).max(self.largest + SLACK);
+                (want, want)
+            }
         }
     }
 }
@@ -343,6 +351,30 @@ mod tests {
         small.push(&[0, 0, 0, 1, b'c']);
         assert!(small.next_frame().unwrap().is_some());
         assert!(small.spare().len() <= INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn a_chunk_that_fits_behind_a_macro_packet_is_not_moved() {
+        let mut d = FrameDecoder::new();
+        let mut chunk = Vec::new();
+        encode_frame(&mut chunk, b'B', &[&[b'x'; 65535]]);
+        d.push(&chunk);
+        assert!(d.next_frame().unwrap().is_some());
+        // A macro packet and the first part of the next chunk in one read.
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, b'D', &[b"B", b"i\0QUEUEID\0"]);
+        wire.extend_from_slice(&chunk[..30_000]);
+        d.push(&wire);
+        assert_eq!(d.next_frame().unwrap().unwrap().code, b'D');
+        assert!(d.next_frame().unwrap().is_none());
+        let before = d.start;
+        let spare = d.spare().len();
+        assert_eq!(d.start, before, "the partial chunk was moved");
+        assert!(spare >= chunk.len() - 30_000, "spare {spare}");
+        let rest = &chunk[30_000..];
+        d.spare()[..rest.len()].copy_from_slice(rest);
+        d.commit(rest.len());
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 65535);
     }
 
     #[test]
