@@ -337,13 +337,19 @@ mod tests {
         assert!(spare <= GROW_STEP + SLACK + 16, "spare {spare}");
     }
 
+    /// A decoder that has decoded one full 64 KiB body chunk, and the chunk.
+    fn after_a_full_chunk() -> (FrameDecoder, Vec<u8>) {
+        let mut d = FrameDecoder::new();
+        let mut chunk = Vec::new();
+        encode_frame(&mut chunk, b'B', &[&[b'x'; 65535]]);
+        d.push(&chunk);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 65535);
+        (d, chunk)
+    }
+
     #[test]
     fn offers_room_for_a_macro_packet_and_a_large_chunk_after_seeing_one() {
-        let mut d = FrameDecoder::new();
-        let mut wire = Vec::new();
-        encode_frame(&mut wire, b'B', &[&[b'x'; 65535]]);
-        d.push(&wire);
-        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 65535);
+        let (mut d, wire) = after_a_full_chunk();
         // Now a D packet plus another full chunk fit in the space offered.
         assert!(d.spare().len() >= 20 + wire.len(), "{}", d.spare().len());
         // A decoder that saw only small frames keeps a small buffer.
@@ -355,11 +361,7 @@ mod tests {
 
     #[test]
     fn a_chunk_that_fits_behind_a_macro_packet_is_not_moved() {
-        let mut d = FrameDecoder::new();
-        let mut chunk = Vec::new();
-        encode_frame(&mut chunk, b'B', &[&[b'x'; 65535]]);
-        d.push(&chunk);
-        assert!(d.next_frame().unwrap().is_some());
+        let (mut d, chunk) = after_a_full_chunk();
         // A macro packet and the first part of the next chunk in one read.
         let mut wire = Vec::new();
         encode_frame(&mut wire, b'D', &[b"B", b"i\0QUEUEID\0"]);
