@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{continue_, watchdog, Answer, Capture, Mta, TestServer};
+use common::{continue_, watchdog, Capture, Mta, TestServer, UNTIL_EOM};
 use milter_blocking::core::client::Decision;
 use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
 use milter_blocking::{
@@ -354,17 +354,7 @@ fn a_thousand_idle_connections_are_freed_by_read_timeouts() {
         // Stage by stage across all of them, so that no connection waits
         // longer than one round (not a thousand messages) for its next
         // command, well inside the read timeout even on a slow machine.
-        let rounds: [fn(&mut Mta) -> Answer; 8] = [
-            |m| m.connect_stage("client.example.net", "192.0.2.7", 4567),
-            |m| m.helo("client.example.net"),
-            |m| m.mail("<a@example.org>", &[]),
-            |m| m.rcpt("<b@example.org>", &[]),
-            |m| m.send(Command::Data),
-            |m| m.header("Subject", "hello"),
-            |m| m.send(Command::Eoh),
-            |m| m.body(b"line\r\n"),
-        ];
-        for round in rounds {
+        for round in UNTIL_EOM {
             let began = Instant::now();
             for m in &mut healthy {
                 assert_eq!(round(m), continue_());

@@ -385,21 +385,27 @@ impl Mta {
 
     /// connect, helo, mail, one rcpt, data, one header, eoh, one body chunk.
     pub fn message_until_eom(&mut self) {
-        self.connect_stage("client.example.net", "192.0.2.7", 4567);
-        self.helo("client.example.net");
-        self.message_body_only();
+        UNTIL_EOM.iter().for_each(|stage| drop(stage(self)));
     }
 
     /// mail, rcpt, data, header, eoh, body.
     pub fn message_body_only(&mut self) {
-        self.mail("<a@example.org>", &[]);
-        self.rcpt("<b@example.org>", &[]);
-        self.send(Command::Data);
-        self.header("Subject", "hello");
-        self.send(Command::Eoh);
-        self.body(b"line\r\n");
+        UNTIL_EOM[2..].iter().for_each(|stage| drop(stage(self)));
     }
 }
+
+/// The commands of [`Mta::message_until_eom`], one function each: connect,
+/// helo, then those of [`Mta::message_body_only`].
+pub const UNTIL_EOM: [fn(&mut Mta) -> Answer; 8] = [
+    |m| m.connect_stage("client.example.net", "192.0.2.7", 4567),
+    |m| m.helo("client.example.net"),
+    |m| m.mail("<a@example.org>", &[]),
+    |m| m.rcpt("<b@example.org>", &[]),
+    |m| m.send(Command::Data),
+    |m| m.header("Subject", "hello"),
+    |m| m.send(Command::Eoh),
+    |m| m.body(b"line\r\n"),
+];
 
 pub fn continue_() -> Answer {
     Answer::Decision(Decision::Continue)
