@@ -407,58 +407,115 @@ impl<M: Milter> Connection<'_, M> {
         stage: Stage,
         result: Result<Result<Status, HandlerError>, Box<dyn Any + Send>>,
     ) -> Flow {
-        let (status, flow) = match result {
-            Ok(Ok(status)) => (status, Flow::Go),
+        match result {
+            Ok(Ok(status)) => self.send_decision(stage, status, Flow::Go),
             Ok(Err(e)) => {
-                if let Some(h) = self.hooks() {
-                    h.handler_failed(&self.info, Some(stage), false);
-                }
-                log::warn!(
-                    "{}: {stage} handler failed: {e}; answering {} and closing",
-                    self.tag(),
-                    self.config.failure_status.name()
-                );
-                (self.config.failure_status.clone(), Flow::Fail)
+                let status = self.handler_failed(stage, &e);
+                self.send_decision(stage, status, Flow::Fail)
             }
             Err(p) => {
-                if let Some(h) = self.hooks() {
-                    h.handler_failed(&self.info, Some(stage), true);
-                }
-                log::error!(
-                    "{}: {stage} handler panicked: {}; answering {} and closing",
-                    self.tag(),
-                    panic_message(&p),
-                    self.config.failure_status.name()
-                );
-                (self.config.failure_status.clone(), Flow::Fail)
+                let status = self.handler_panicked(stage, &p);
+                self.send_decision(stage, status, Flow::Fail)
             }
-        };
-        let decided = status.clone();
-        let status = self.observer.filter_status(stage, status);
+        }
+    }
+
+    /// Logs a stage handler's error; returns the status to answer with.
+    #[cold]
+    #[inline(never)]
+    fn handler_failed(&mut self, stage: Stage, e: &HandlerError) -> Status {
+        if let Some(h) = self.hooks() {
+            h.handler_failed(&self.info, Some(stage), false);
+        }
+        log::warn!(
+            "{}: {stage} handler failed: {e}; answering {} and closing",
+            self.tag(),
+            self.config.failure_status.name()
+        );
+        self.config.failure_status.clone()
+    }
+
+    /// Logs a stage handler's panic; returns the status to answer with.
+    #[cold]
+    #[inline(never)]
+    fn handler_panicked(&mut self, stage: Stage, p: &Box<dyn Any + Send>) -> Status {
+        if let Some(h) = self.hooks() {
+            h.handler_failed(&self.info, Some(stage), true);
+        }
+        log::error!(
+            "{}: {stage} handler panicked: {}; answering {} and closing",
+            self.tag(),
+            panic_message(p),
+            self.config.failure_status.name()
+        );
+        self.config.failure_status.clone()
+    }
+
+    /// Sends the decision for `stage`. The common case (no hooks, no shadow
+    /// mode, the status sent as given) stays small: every command of every
+    /// message passes here.
+    #[inline]
+    fn send_decision(&mut self, stage: Stage, status: Status, flow: Flow) -> Flow {
+        if self.observer.hooks.is_some() || self.observer.shadow {
+            return self.send_observed_decision(stage, status, flow);
+        }
         match self.session.reply(status) {
             Ok(ReplyOutcome {
-                adjusted,
+                adjusted: None,
                 message_ended,
             }) => {
-                if let Some(a) = adjusted {
-                    log::warn!("{}: {a}", self.tag());
-                }
                 if message_ended {
-                    if let Some(h) = self.hooks() {
-                        h.verdict(&self.info, stage, &decided);
-                    }
-                    self.shadow_message_ended(|| {
-                        format!("ended with {} at {stage}", decided.name())
-                    });
                     self.milter.reset_message();
                 }
                 flow
             }
-            Err(e) => {
-                log::error!("{}: {e}; closing", self.info);
-                Flow::Fail
-            }
+            Ok(outcome) => self.reply_adjusted(stage, outcome, None, flow),
+            Err(e) => self.reply_refused(e),
         }
+    }
+
+    /// [`send_decision`](Self::send_decision) with hooks or shadow mode: they
+    /// see the handler's own decision.
+    #[inline(never)]
+    fn send_observed_decision(&mut self, stage: Stage, status: Status, flow: Flow) -> Flow {
+        let decided = status.clone();
+        let status = self.observer.filter_status(stage, status);
+        match self.session.reply(status) {
+            Ok(outcome) => self.reply_adjusted(stage, outcome, Some(&decided), flow),
+            Err(e) => self.reply_refused(e),
+        }
+    }
+
+    /// After a reply that was adjusted, or with observers to tell: logs the
+    /// adjustment and, if the message ended, tells the observers and resets.
+    #[inline(never)]
+    fn reply_adjusted(
+        &mut self,
+        stage: Stage,
+        outcome: ReplyOutcome,
+        decided: Option<&Status>,
+        flow: Flow,
+    ) -> Flow {
+        if let Some(a) = outcome.adjusted {
+            log::warn!("{}: {a}", self.tag());
+        }
+        if outcome.message_ended {
+            if let Some(decided) = decided {
+                if let Some(h) = self.hooks() {
+                    h.verdict(&self.info, stage, decided);
+                }
+                self.shadow_message_ended(|| format!("ended with {} at {stage}", decided.name()));
+            }
+            self.milter.reset_message();
+        }
+        flow
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reply_refused(&mut self, e: milter_core::SessionError) -> Flow {
+        log::error!("{}: {e}; closing", self.info);
+        Flow::Fail
     }
 
     /// Shadow mode's one line for a message that ended (nothing otherwise: the

@@ -84,17 +84,20 @@ impl Observer {
 
     /// Shadow mode: the status to send instead of `status` (continue for any
     /// rejection, tempfail or discard), recording what would have happened.
+    #[inline]
     pub(crate) fn filter_status(&mut self, stage: Stage, status: Status) -> Status {
-        if !self.shadow {
-            return status;
-        }
         match status {
             Status::Continue | Status::Skip | Status::Accept => status,
-            other => {
-                self.would.push(format!("{} at {stage}", other.name()));
-                Status::Continue
-            }
+            other if self.shadow => self.would_have_sent(stage, other),
+            other => other,
         }
+    }
+
+    /// Shadow mode: records a decision that is not sent; continue goes instead.
+    #[cold]
+    fn would_have_sent(&mut self, stage: Stage, status: Status) -> Status {
+        self.would.push(format!("{} at {stage}", status.name()));
+        Status::Continue
     }
 
     /// Shadow mode: the one log line for a message that ended.

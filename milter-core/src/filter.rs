@@ -500,7 +500,29 @@ impl FilterSession {
     }
 
     /// Sends the handler's decision for the stage whose event was last returned.
+    #[inline]
     pub fn reply(&mut self, status: Status) -> Result<ReplyOutcome, SessionError> {
+        // The common case, continue before end of message: one `c` (nothing
+        // where the reply was negotiated away) and no change of state. Kept
+        // small so that a driver can inline it.
+        if let (Status::Continue, Some(stage), Some(n)) = (&status, self.owed, &self.negotiated) {
+            if stage != Stage::Eom {
+                self.owed = None;
+                if !n.no_reply.has(stage) {
+                    encode_empty(&mut self.out, b'c');
+                }
+                return Ok(ReplyOutcome {
+                    adjusted: None,
+                    message_ended: false,
+                });
+            }
+        }
+        self.reply_any(status)
+    }
+
+    /// [`reply`](Self::reply) for any status at any stage.
+    #[inline(never)]
+    fn reply_any(&mut self, status: Status) -> Result<ReplyOutcome, SessionError> {
         let Some(stage) = self.owed.take() else {
             return Err(SessionError::Misuse("no reply is owed"));
         };
