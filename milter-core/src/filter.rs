@@ -962,3 +962,104 @@ fn check_size(call: &'static str, len: usize) -> Result<(), ActionError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::ProtocolOpts;
+
+    /// One command per stage, in protocol order (unknown after HELO).
+    const COMMANDS: [(Stage, u8, &[u8]); 10] = [
+        (Stage::Connect, b'C', b"client.example\0U"),
+        (Stage::Helo, b'H', b"client.example\0"),
+        (Stage::Unknown, b'U', b"NOOP\0"),
+        (Stage::Mail, b'M', b"<a@example.org>\0"),
+        (Stage::Rcpt, b'R', b"<b@example.org>\0"),
+        (Stage::Data, b'T', b""),
+        (Stage::Header, b'L', b"Subject\0hi\0"),
+        (Stage::Eoh, b'N', b""),
+        (Stage::Body, b'B', b"body"),
+        (Stage::Eom, b'E', b""),
+    ];
+
+    /// A session negotiated with `spec` against `offer` that has just handed
+    /// out the event of `stage` (every stage before it answered continue);
+    /// its output holds only what that command wrote.
+    fn owing(offer: OptNeg, spec: &Spec, stage: Stage) -> FilterSession {
+        let mut s = FilterSession::new();
+        let mut wire = Vec::new();
+        offer.encode(&mut wire);
+        let frame = Frame {
+            code: wire[4],
+            payload: &wire[5..],
+        };
+        s.handle(frame).unwrap();
+        s.negotiate(spec).unwrap();
+        for (at, code, payload) in COMMANDS {
+            s.clear_output();
+            s.handle(Frame { code, payload }).unwrap();
+            if at == stage {
+                break;
+            }
+            if s.owed().is_some() {
+                s.reply_any(Status::Continue).unwrap();
+            }
+        }
+        assert_eq!(s.owed(), Some(stage));
+        s
+    }
+
+    #[test]
+    fn continue_takes_the_short_path_with_the_same_result_as_the_general_one() {
+        let without_no_reply = OptNeg {
+            protocol: OptNeg::POSTFIX_3.protocol
+                - (ProtocolOpts::NR_CONNECT
+                    | ProtocolOpts::NR_HELO
+                    | ProtocolOpts::NR_MAIL
+                    | ProtocolOpts::NR_RCPT
+                    | ProtocolOpts::NR_DATA
+                    | ProtocolOpts::NR_UNKNOWN
+                    | ProtocolOpts::NR_HEADER
+                    | ProtocolOpts::NR_EOH
+                    | ProtocolOpts::NR_BODY),
+            ..OptNeg::POSTFIX_3
+        };
+        let mut checked = 0;
+        for (stage, _, _) in COMMANDS {
+            let no_reply = if stage == Stage::Eom {
+                Stages::empty()
+            } else {
+                stage.set()
+            };
+            for (offer, no_reply) in [
+                // Answered: `c`.
+                (OptNeg::POSTFIX_3, Stages::empty()),
+                // Reply negotiated away: nothing.
+                (OptNeg::POSTFIX_3, no_reply),
+                // Declared no-reply but not offered: `c` all the same.
+                (without_no_reply, no_reply),
+            ] {
+                let spec = Spec {
+                    handled: Stages::all(),
+                    no_reply,
+                    actions: Actions::ADD_HEADER,
+                    ..Spec::NONE
+                };
+                let mut short = owing(offer, &spec, stage);
+                let mut general = owing(offer, &spec, stage);
+                let a = short.reply(Status::Continue).unwrap();
+                let b = general.reply_any(Status::Continue).unwrap();
+                let what = format!("{stage}, offer {:?}, no-reply {no_reply:?}", offer.protocol);
+                assert_eq!(a, b, "{what}");
+                assert_eq!(short.output(), general.output(), "{what}");
+                assert_eq!(short.position(), general.position(), "{what}");
+                assert_eq!(short.owed(), None, "{what}");
+                let answered = !(no_reply.has(stage) && offer == OptNeg::POSTFIX_3);
+                let want: &[u8] = if answered { b"\0\0\0\x01c" } else { b"" };
+                assert_eq!(short.output(), want, "{what}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 30);
+    }
+}
