@@ -422,6 +422,23 @@ fn count_dir(p: &str) -> usize {
     std::fs::read_dir(p).unwrap().count()
 }
 
+/// The process's thread count once it stops changing: a worker that has left
+/// the pool (the pool no longer counts it) can still be tearing down, and
+/// counting in /proc, for a moment. The same count three times 50 ms apart,
+/// within 10 s.
+fn steady_thread_count() -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = count_dir("/proc/self/task");
+    let mut same = 0;
+    while same < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = count_dir("/proc/self/task");
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// Runs `messages` messages over 64 connections; returns the elapsed time.
 fn run(server: &TestServer, server_tally: &Tally, messages: usize, seed: u64) -> (Tally, Duration) {
     let tally = Arc::new(Tally::default());
@@ -493,25 +510,16 @@ fn soak_many_messages_over_64_connections() {
         );
         settle(&server);
         let server_warm = server_tally.snapshot();
-        let (rss0, fds0, threads0) = (
-            status_kib("VmRSS"),
-            count_dir("/proc/self/fd"),
-            count_dir("/proc/self/task"),
-        );
+        let threads0 = steady_thread_count();
+        let (rss0, fds0) = (status_kib("VmRSS"), count_dir("/proc/self/fd"));
 
         let (client, elapsed) = run(&server, &server_tally, messages, seed);
         settle(&server);
-        // A worker that has left the pool may still be tearing down for a moment
-        // (it counts in /proc until it is gone): wait for the baseline, bounded.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count_dir("/proc/self/task") > threads0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (rss1, hwm, fds1, threads1) = (
+        let threads1 = steady_thread_count();
+        let (rss1, hwm, fds1) = (
             status_kib("VmRSS"),
             status_kib("VmHWM"),
             count_dir("/proc/self/fd"),
-            count_dir("/proc/self/task"),
         );
 
         // The milter's counts minus the warm-up equal the MTA side's.
