@@ -22,10 +22,8 @@
 //! with Postfix's macros. Every reply is checked; at end of message the milter must
 //! add exactly `X-Bench: <body bytes>`. Any other answer fails the run.
 
-use milter_blocking::client::{Client, ClientAddress, Response};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Modification;
-use std::net::SocketAddr;
+use milter_benches as load;
+use milter_blocking::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,12 +44,10 @@ enum Size {
 
 impl Size {
     fn body(self) -> Vec<u8> {
-        let len = match self {
+        load::body(match self {
             Size::Small => 4 * 1024,
             Size::Large => 1024 * 1024,
-        };
-        let line = b"The quick brown fox jumps over the lazy dog 0123456789.\r\n";
-        line.iter().copied().cycle().take(len).collect()
+        })
     }
 }
 
@@ -262,13 +258,6 @@ fn measure(spec: &str, pid: u32, conns: usize, size: Size, seconds: f64) -> Resu
     })
 }
 
-fn expect_continue(r: Response, what: &str) -> Result<(), String> {
-    match r {
-        Response::Skipped | Response::Replied(Decision::Continue) => Ok(()),
-        other => Err(format!("{what}: {other:?}")),
-    }
-}
-
 /// One load connection: messages back to back until `stop`; returns per-message
 /// latencies.
 fn connection(
@@ -278,53 +267,14 @@ fn connection(
     stop: &AtomicBool,
     barrier: &Barrier,
 ) -> Result<Vec<Duration>, String> {
-    let prepared = (|| -> Result<Client, String> {
-        let mut c = Client::open(spec).map_err(|e| e.to_string())?;
-        let addr: SocketAddr = ([192, 0, 2, 1], 40000 + index as u16).into();
-        expect_continue(
-            c.connect("client.example.net", &ClientAddress::Ip(addr))
-                .map_err(|e| e.to_string())?,
-            "connect",
-        )?;
-        expect_continue(
-            c.helo("client.example.net").map_err(|e| e.to_string())?,
-            "helo",
-        )?;
-        Ok(c)
-    })();
+    let prepared = load::open(spec, index);
     barrier.wait();
     let mut c = prepared?;
-    let want = body.len().to_string().into_bytes();
+    let message = load::Message::new(body);
     let mut latencies = Vec::with_capacity(4096);
-    let headers: Vec<(String, String)> = (0..10)
-        .map(|i| {
-            (
-                format!("X-Header-{i}"),
-                format!("value number {i} of the benchmark message"),
-            )
-        })
-        .collect();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let e = |e: milter_blocking::client::ClientError| e.to_string();
-        expect_continue(c.mail("<sender@example.org>").map_err(e)?, "mail")?;
-        expect_continue(c.rcpt("<rcpt@example.org>").map_err(e)?, "rcpt")?;
-        expect_continue(c.data().map_err(e)?, "data")?;
-        for (n, v) in &headers {
-            expect_continue(c.header(n, v).map_err(e)?, "header")?;
-        }
-        expect_continue(c.eoh().map_err(e)?, "eoh")?;
-        let b = c.body_chunks(body).map_err(e)?;
-        if let Some(r) = b.response {
-            expect_continue(r, "body")?;
-        }
-        let eom = c.eom().map_err(e)?;
-        match (&eom.decision, eom.modifications.as_slice()) {
-            (Decision::Continue, [Modification::AddHeader { name, value }])
-                if name == b"X-Bench" && *value == want => {}
-            other => return Err(format!("eom: {other:?}")),
-        }
-        c.abort().map_err(e)?;
+        message.send(&mut c)?;
         latencies.push(t.elapsed());
     }
     Ok(latencies)
@@ -389,12 +339,7 @@ fn idle_memory(imp: &Implementation, work: &Path, n: usize) -> (u64, u64) {
     let before = rss_kib(running.child.id()).unwrap_or(0);
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
-        let mut c = Client::open(running.spec.as_str()).expect("idle connection");
-        let addr: SocketAddr = ([192, 0, 2, 1], 1000 + i as u16).into();
-        c.connect("client.example.net", &ClientAddress::Ip(addr))
-            .expect("connect");
-        c.helo("client.example.net").expect("helo");
-        clients.push(c);
+        clients.push(load::open(&running.spec, i).expect("idle connection"));
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(running.child.id()).unwrap_or(0);
