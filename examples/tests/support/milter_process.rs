@@ -179,10 +179,22 @@ impl SocketSpec {
         }
     }
 
-    /// Connects once and closes the connection again.
+    /// Connects once and closes the connection again; a socket that connected to
+    /// itself counts as refused.
     fn probe(&self) -> io::Result<()> {
         match self {
-            SocketSpec::Inet(addr) => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map(drop),
+            SocketSpec::Inet(addr) => {
+                let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
+                // Nothing listens yet, but the kernel picked the port itself as
+                // the source port and the socket connected to itself.
+                if s.local_addr()? == s.peer_addr()? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "connected to itself",
+                    ));
+                }
+                Ok(())
+            }
             SocketSpec::Unix(path) => UnixStream::connect(path).map(drop),
         }
     }

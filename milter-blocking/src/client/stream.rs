@@ -31,11 +31,26 @@ impl From<UnixStream> for Stream {
     }
 }
 
+/// A TCP connect to a port of this host that nothing listens on can succeed
+/// by connecting the socket to itself, when the kernel happens to pick the
+/// destination port as the source port (TCP's simultaneous open). The peer is
+/// then our own socket: refused, as it would have been a moment earlier.
+fn refuse_self_connection(s: &TcpStream) -> io::Result<()> {
+    if s.local_addr()? == s.peer_addr()? {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connected to itself: nothing listens on the port",
+        ));
+    }
+    Ok(())
+}
+
 impl Stream {
     pub(crate) fn connect(spec: &SocketSpec, timeout: Duration) -> io::Result<Stream> {
         match spec {
             SocketSpec::Inet(addr) => {
                 let s = TcpStream::connect_timeout(addr, timeout)?;
+                refuse_self_connection(&s)?;
                 // Each exchange is one write; without this, Nagle holds a second
                 // small write until the first is acknowledged.
                 s.set_nodelay(true)?;
@@ -126,5 +141,32 @@ impl ConnectTarget for &str {
 impl ConnectTarget for String {
     fn to_spec(&self) -> Result<SocketSpec, ClientError> {
         self.as_str().to_spec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Socket, Type};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn a_socket_connected_to_itself_is_refused() {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let own = socket.local_addr().unwrap();
+        // Nothing listens on the port: the connect opens the socket to itself.
+        socket.connect(&own).unwrap();
+        let stream: TcpStream = socket.into();
+        let e = refuse_self_connection(&stream).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn a_connection_to_a_listener_is_kept() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        refuse_self_connection(&stream).unwrap();
     }
 }
