@@ -335,6 +335,18 @@ impl FilterSession {
                 "a reply is owed before the next command",
             ));
         }
+        // Macros, every other packet from a real MTA: stored without the
+        // general decode (what `Command::Macro` below does, for a session past
+        // negotiation; an empty packet takes the general path to its error).
+        if let (b'D', Some((&code, raw))) = (frame.code, frame.payload.split_first()) {
+            if !matches!(
+                self.position,
+                Position::Start | Position::Negotiating | Position::Closed
+            ) {
+                self.macros.define(code, raw);
+                return Ok(Input::none());
+            }
+        }
         let cmd = Command::decode(frame)?;
         match self.position {
             Position::Start => {
@@ -1061,5 +1073,85 @@ mod tests {
             }
         }
         assert_eq!(checked, 30);
+    }
+
+    fn negotiated(spec: &Spec) -> FilterSession {
+        let mut s = FilterSession::new();
+        let mut wire = Vec::new();
+        OptNeg::POSTFIX_3.encode(&mut wire);
+        s.handle(Frame {
+            code: wire[4],
+            payload: &wire[5..],
+        })
+        .unwrap();
+        s.negotiate(spec).unwrap();
+        s.clear_output();
+        s
+    }
+
+    fn macro_frame(payload: &[u8]) -> Frame<'_> {
+        Frame {
+            code: b'D',
+            payload,
+        }
+    }
+
+    #[test]
+    fn macros_are_refused_where_the_session_cannot_take_them() {
+        let mut s = FilterSession::new();
+        assert!(matches!(
+            s.handle(macro_frame(b"Ci\0Q1\0")),
+            Err(SessionError::OutOfOrder { code: b'D', .. })
+        ));
+        let spec = Spec {
+            handled: Stages::all(),
+            ..Spec::NONE
+        };
+        let mut s = negotiated(&spec);
+        assert!(
+            s.handle(macro_frame(b"")).is_err(),
+            "a packet without its code"
+        );
+        let after: [(u8, &[u8], &str); 2] = [
+            (b'C', b"client.example\0U", "a reply is owed"),
+            (b'Q', b"", "closed"),
+        ];
+        for (code, payload, why) in after {
+            let mut s = negotiated(&spec);
+            s.handle(Frame { code, payload }).unwrap();
+            assert!(
+                matches!(
+                    s.handle(macro_frame(b"Hi\0Q1\0")),
+                    Err(SessionError::Misuse(_))
+                ),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn macros_are_stored_and_do_not_start_a_session() {
+        let mut s = negotiated(&Spec {
+            handled: Stages::all(),
+            ..Spec::NONE
+        });
+        let input = s.handle(macro_frame(b"C{daemon_name}\0mx\0")).unwrap();
+        assert_eq!(input, Input::none());
+        assert_eq!(s.macros().get("daemon_name"), Some(&b"mx"[..]));
+        assert!(s.output().is_empty());
+        // After `K` a macro alone does not begin a session: `Q` has no close to report.
+        s.handle(Frame {
+            code: b'K',
+            payload: b"",
+        })
+        .unwrap();
+        s.handle(macro_frame(b"Ci\0Q1\0")).unwrap();
+        let input = s
+            .handle(Frame {
+                code: b'Q',
+                payload: b"",
+            })
+            .unwrap();
+        assert_eq!(input.event, None);
     }
 }
