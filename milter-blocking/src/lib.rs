@@ -45,6 +45,7 @@
 
 mod activation;
 mod cache_line;
+pub mod capture;
 pub mod client;
 mod connection;
 mod context;
