@@ -15,7 +15,11 @@ pub fn header_value(authserv_id: &str, verdicts: &[Verdict]) -> String {
         v.push_str(r.result);
         if let Some(reason) = &r.reason {
             v.push_str(" reason=\"");
-            v.extend(reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()));
+            v.extend(
+                reason
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\\' && !c.is_control()),
+            );
             v.push('"');
         }
         if !r.domain.is_empty() {
@@ -35,7 +39,10 @@ pub fn authserv_id(value: &[u8]) -> &[u8] {
     let mut rest = value.trim_ascii_start();
     // Skip leading comments: "(comment) id;".
     while let Some(after) = rest.strip_prefix(b"(") {
-        let end = after.iter().position(|&b| b == b')').map_or(after.len(), |p| p + 1);
+        let end = after
+            .iter()
+            .position(|&b| b == b')')
+            .map_or(after.len(), |p| p + 1);
         rest = after[end..].trim_ascii_start();
     }
     let end = rest
@@ -51,7 +58,10 @@ mod tests {
 
     #[test]
     fn finds_the_authserv_id() {
-        assert_eq!(authserv_id(b" mx.example.com; dkim=pass"), b"mx.example.com");
+        assert_eq!(
+            authserv_id(b" mx.example.com; dkim=pass"),
+            b"mx.example.com"
+        );
         assert_eq!(authserv_id(b"\tmx.example.com 1; none"), b"mx.example.com");
         assert_eq!(authserv_id(b" (forged) mx.example.com;"), b"mx.example.com");
         assert_eq!(authserv_id(b"mx.example.com"), b"mx.example.com");

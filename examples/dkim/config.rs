@@ -260,7 +260,10 @@ impl Config {
         match name {
             "authserv-id" => {
                 let v = one()?;
-                if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                if !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                {
                     return Err(format!("{v:?} is not a host name"));
                 }
                 self.authserv_id = v.to_string();
@@ -418,7 +421,9 @@ mod tests {
         let six = Network::parse("2001:db8::/32").unwrap();
         assert!(six.contains("2001:db8:1::1".parse().unwrap()));
         assert!(!six.contains("10.1.0.1".parse().unwrap()));
-        assert!(Network::parse("0.0.0.0/0").unwrap().contains("192.0.2.1".parse().unwrap()));
+        assert!(Network::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("192.0.2.1".parse().unwrap()));
         assert!(Network::parse("10.0.0.0/33").is_err());
         assert!(Network::parse("host").is_err());
     }
@@ -427,11 +432,28 @@ mod tests {
     fn every_error_is_reported_with_its_line() {
         let text = "mode sign\nbogus 1\ncanonicalization relaxed/loose\non-fail maybe\n";
         let errors = Config::parse(text, "t.conf", Path::new(".")).unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("t.conf:2: unknown setting")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("t.conf:3:")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("t.conf:4:")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.contains("authserv-id is required")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.contains("no key-table")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("t.conf:2: unknown setting")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("t.conf:3:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("t.conf:4:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("authserv-id is required")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("no key-table")),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -444,7 +466,10 @@ mod tests {
         assert_eq!(c.body_canonicalization, Canonicalization::Simple);
         assert_eq!(
             c.dns_records,
-            [("s._domainkey.example.com".to_string(), "v=DKIM1; p=abc".to_string())]
+            [(
+                "s._domainkey.example.com".to_string(),
+                "v=DKIM1; p=abc".to_string()
+            )]
         );
     }
 }

@@ -47,6 +47,9 @@ fn shared(config: Config) -> Result<Shared, String> {
         for (name, record) in &config.dns_records {
             r.cache.pin(name, record)?;
         }
+        if !config.dns_records.is_empty() {
+            log::info!("dkim: {} pinned key records", r.cache.len());
+        }
         Some(r)
     } else {
         None
@@ -72,7 +75,10 @@ fn main() {
             for e in &errors {
                 log::error!("{e}");
             }
-            log::error!("dkim: {} errors in the configuration; not starting", errors.len());
+            log::error!(
+                "dkim: {} errors in the configuration; not starting",
+                errors.len()
+            );
             std::process::exit(1);
         }
     };

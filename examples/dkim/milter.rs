@@ -104,7 +104,8 @@ enum Work {
     Nothing,
     Sign {
         domain: String,
-        body: BodyHash,
+        /// Boxed: a hash state is large next to the other variants.
+        body: Box<BodyHash>,
     },
     Verify {
         body: BodyHashes,
@@ -190,16 +191,16 @@ impl Dkim {
         let message = self.header_message();
         let parsed = AuthenticatedMessage::parse(&message);
         let domain = parsed.as_ref().and_then(from_domain);
-        let may_sign = config.sign
-            && (self.internal || (config.sign_authenticated && self.msg.authenticated));
+        let may_sign =
+            config.sign && (self.internal || (config.sign_authenticated && self.msg.authenticated));
         self.msg.work = match domain {
             Some(domain) if may_sign && config.keys_for(&domain).is_some() => Work::Sign {
                 domain,
-                body: BodyHash::new(
+                body: Box::new(BodyHash::new(
                     HashAlgorithm::Sha256,
                     config.body_canonicalization,
                     0,
-                ),
+                )),
             },
             _ if config.verify && !may_sign => Work::Verify {
                 body: BodyHashes::for_headers(&message),
@@ -281,7 +282,8 @@ impl Dkim {
             .filter(|h| h.name.eq_ignore_ascii_case(b"Authentication-Results"))
             .zip(1u32..)
             .filter(|(h, _)| {
-                auth_results::authserv_id(h.value).eq_ignore_ascii_case(config.authserv_id.as_bytes())
+                auth_results::authserv_id(h.value)
+                    .eq_ignore_ascii_case(config.authserv_id.as_bytes())
             })
             .map(|(_, index)| index)
             .collect();
@@ -320,7 +322,11 @@ impl Dkim {
         let results: Vec<String> = verdicts
             .iter()
             .map(|v| {
-                let why = v.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                let why = v
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
                 format!("d={} s={}: {}{why}", v.domain, v.selector, v.result)
             })
             .collect();

@@ -27,10 +27,14 @@ use std::time::{Duration, Instant};
 /// the whole cache (pinned records stay).
 const MAX_CACHED: usize = 10_000;
 
-/// TXT records by name (lower case, with the final dot, as mail-auth asks).
+/// Records by name (lower case, with the final dot, as mail-auth asks), each
+/// with the time it expires (`None`: pinned, never).
+type Entries = HashMap<Box<str>, (Txt, Option<Instant>)>;
+
+/// The TXT records looked up or pinned.
 #[derive(Default)]
 pub struct TxtCache {
-    entries: Mutex<HashMap<Box<str>, (Txt, Option<Instant>)>>,
+    entries: Mutex<Entries>,
 }
 
 impl TxtCache {
@@ -45,7 +49,7 @@ impl TxtCache {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, (Txt, Option<Instant>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves a map that is still whole.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -21,7 +21,13 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ({})", self.domain, self.selector, self.algorithm())
+        write!(
+            f,
+            "{} {} ({})",
+            self.domain,
+            self.selector,
+            self.algorithm()
+        )
     }
 }
 
@@ -30,8 +36,7 @@ impl SigningKey {
     pub fn load(domain: &str, selector: &str, file: &Path) -> Result<SigningKey, String> {
         let pem = std::fs::read(file)
             .map_err(|e| format!("{}: cannot read the key: {e}", file.display()))?;
-        SigningKey::from_pem(domain, selector, &pem)
-            .map_err(|e| format!("{}: {e}", file.display()))
+        SigningKey::from_pem(domain, selector, &pem).map_err(|e| format!("{}: {e}", file.display()))
     }
 
     /// A key from PEM text.
@@ -138,17 +143,23 @@ pub struct Signed {
     pub summary: String,
 }
 
+/// A header field: the name and the value with its final CRLF.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
 /// The fields of a header block (each `Name:value` CRLF, folds as CRLF +
 /// white space): the name and the value with its final CRLF, as the
 /// canonicalization takes them.
-fn fields(block: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+fn fields(block: &[u8]) -> Vec<Field<'_>> {
+    let mut out: Vec<Field<'_>> = Vec::new();
     let mut start = 0;
     let mut lines = block.split_inclusive(|&b| b == b'\n').peekable();
     let mut pos = 0;
     while let Some(line) = lines.next() {
         pos += line.len();
-        if lines.peek().is_some_and(|next| next.starts_with(b" ") || next.starts_with(b"\t")) {
+        if lines
+            .peek()
+            .is_some_and(|next| next.starts_with(b" ") || next.starts_with(b"\t"))
+        {
             continue;
         }
         let field = &block[start..pos];
@@ -167,7 +178,7 @@ fn fields(block: &[u8]) -> Vec<(&[u8], &[u8])> {
 fn select_headers<'a>(
     header_block: &'a [u8],
     settings: &SignSettings,
-) -> (Vec<String>, Vec<(&'a [u8], &'a [u8])>) {
+) -> (Vec<String>, Vec<Field<'a>>) {
     let fields = fields(header_block);
     let mut names = Vec::new();
     let mut covered = Vec::new();
@@ -199,7 +210,7 @@ fn select_headers<'a>(
 /// The canonical headers and the signature header without b=, as hashed.
 struct Signable<'a> {
     canonicalization: Canonicalization,
-    headers: Vec<(&'a [u8], &'a [u8])>,
+    headers: Vec<Field<'a>>,
     signature: &'a Signature,
 }
 
