@@ -30,6 +30,8 @@ mod signer;
 mod verifier;
 
 #[cfg(test)]
+mod interop_tests;
+#[cfg(test)]
 mod tests;
 
 use config::Config;

@@ -260,13 +260,34 @@ pub fn sign(
         .trim_end_matches("\r\n")
         .replace("\r\n", "\n");
     Ok(Signed {
-        value,
+        value: no_fold_before_end(&value),
         summary: format!("d={} s={} a={}", key.domain, key.selector, key.algorithm()),
     })
 }
 
+/// The header with no white space between the b= value and the final `;`.
+/// mail-auth may fold there (`b=...\n\t;`); RFC 6376 §3.7 has verifiers
+/// delete that white space with the b= value, and OpenDKIM does, but dkimpy
+/// keeps it and then fails the signature.
+fn no_fold_before_end(value: &str) -> String {
+    match value.trim_end().strip_suffix(';') {
+        Some(rest) => format!("{};", rest.trim_end()),
+        None => value.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_final_semicolon_follows_the_signature_directly() {
+        assert_eq!(
+            super::no_fold_before_end(" a=1; b=abc\n\tdef\n\t;"),
+            " a=1; b=abc\n\tdef;"
+        );
+        assert_eq!(super::no_fold_before_end(" a=1; b=abc;"), " a=1; b=abc;");
+        assert_eq!(super::no_fold_before_end(" a=1; b=abc"), " a=1; b=abc");
+    }
+
     #[test]
     fn fields_keep_folds_and_line_ends() {
         let block = b"A: 1\r\nB: 2\r\n\t3\r\nC:4\r\n";

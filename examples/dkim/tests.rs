@@ -47,15 +47,28 @@ pub(crate) fn config(extra: &str) -> Config {
 
 pub(crate) struct Running {
     pub(crate) spec: String,
-    handle: ServerHandle,
+    handle: Option<ServerHandle>,
     thread: Option<JoinHandle<Result<(), milter_blocking::ServerError>>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.handle.shutdown(Duration::from_secs(5));
+        if let Some(h) = &self.handle {
+            h.shutdown(Duration::from_secs(5));
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+impl Running {
+    /// A milter already running elsewhere, at `spec`.
+    pub(crate) fn at(spec: &str) -> Running {
+        Running {
+            spec: spec.to_string(),
+            handle: None,
+            thread: None,
         }
     }
 }
@@ -75,7 +88,7 @@ pub(crate) fn start_with(config: Config, shadow: bool) -> Running {
     let thread = Some(std::thread::spawn(move || server.run()));
     Running {
         spec,
-        handle,
+        handle: Some(handle),
         thread,
     }
 }
