@@ -119,6 +119,12 @@ struct Message {
     authenticated: bool,
     headers: HeadersOnly,
     work: Work,
+    /// Authentication-Results headers seen.
+    results_seen: u32,
+    /// The indexes (1-based, among Authentication-Results) of those that claim
+    /// our authserv-id. Kept apart from the capture, so that they are removed
+    /// even from a message too large to capture.
+    forged: Vec<u32>,
 }
 
 #[derive(Milter)]
@@ -168,6 +174,13 @@ impl Dkim {
     }
 
     fn header(&mut self, ctx: &mut Context<'_>, h: &Header<'_>) {
+        if h.is("Authentication-Results") {
+            self.msg.results_seen += 1;
+            let id = auth_results::authserv_id(h.value);
+            if id.eq_ignore_ascii_case(self.shared.config.authserv_id.as_bytes()) {
+                self.msg.forged.push(self.msg.results_seen);
+            }
+        }
         if matches!(self.msg.work, Work::Skip(_)) {
             return;
         }
@@ -226,6 +239,9 @@ impl Dkim {
             Work::Nothing => Ok(Status::Continue),
             Work::Skip(reason) => {
                 log::warn!("{conn}: queue id {queue_id}: not signed or verified: {reason}");
+                if shared.config.verify {
+                    self.remove_forged_results(ctx, &shared, &conn, &queue_id)?;
+                }
                 Ok(Status::Continue)
             }
             Work::Sign { domain, body } => {
@@ -257,6 +273,33 @@ impl Dkim {
         }
     }
 
+    /// Removes every Authentication-Results naming us, from the last up
+    /// (Postfix renumbers after a delete, Sendmail does not; deleting the
+    /// highest index first is right in both).
+    fn remove_forged_results(
+        &mut self,
+        ctx: &mut EomContext<'_>,
+        shared: &Shared,
+        conn: &str,
+        queue_id: &str,
+    ) -> HandlerResult<()> {
+        let forged = std::mem::take(&mut self.msg.forged);
+        for &index in forged.iter().rev() {
+            ctx.delete_header("Authentication-Results", index)?;
+        }
+        if !forged.is_empty() {
+            shared
+                .stats
+                .forged_results_removed
+                .fetch_add(forged.len() as u64, Ordering::Relaxed);
+            log::info!(
+                "{conn}: queue id {queue_id}: removed {} Authentication-Results claiming to be ours",
+                forged.len()
+            );
+        }
+        Ok(())
+    }
+
     fn verify(
         &mut self,
         ctx: &mut EomContext<'_>,
@@ -271,34 +314,7 @@ impl Dkim {
             Some(resolver) => verifier::verify(&self.header_message(), body, resolver),
             None => Vec::new(),
         };
-        // Forged results: every Authentication-Results naming us, removed from
-        // the last up (Postfix renumbers after a delete, Sendmail does not;
-        // deleting the highest index first is right in both).
-        let ours: Vec<u32> = self
-            .msg
-            .headers
-            .0
-            .headers()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"Authentication-Results"))
-            .zip(1u32..)
-            .filter(|(h, _)| {
-                auth_results::authserv_id(h.value)
-                    .eq_ignore_ascii_case(config.authserv_id.as_bytes())
-            })
-            .map(|(_, index)| index)
-            .collect();
-        for &index in ours.iter().rev() {
-            ctx.delete_header("Authentication-Results", index)?;
-        }
-        if !ours.is_empty() {
-            stats
-                .forged_results_removed
-                .fetch_add(ours.len() as u64, Ordering::Relaxed);
-            log::info!(
-                "{conn}: queue id {queue_id}: removed {} Authentication-Results claiming to be ours",
-                ours.len()
-            );
-        }
+        self.remove_forged_results(ctx, shared, conn, queue_id)?;
         ctx.prepend_header(
             "Authentication-Results",
             auth_results::header_value(&config.authserv_id, &verdicts),

@@ -416,3 +416,24 @@ fn shadow_mode_changes_nothing() {
     assert!(sent.eom().modifications.is_empty());
     assert_eq!(sent.transcript.verdict, Verdict::Accept);
 }
+
+#[test]
+fn forged_results_are_removed_even_from_a_message_too_large_to_capture() {
+    let r = start(config("mode verify\n"));
+    // Over the capture's 1 MiB of headers.
+    let pad = "x".repeat(60_000);
+    let mut message = b"Authentication-Results: mx.example.net; dkim=pass\r\n".to_vec();
+    for i in 0..20 {
+        message.extend_from_slice(format!("X-Pad-{i}: {pad}\r\n").as_bytes());
+    }
+    message.extend_from_slice(&read("signed/folded.relaxed.eml"));
+    let sent = send(&r, &message, REMOTE);
+    assert_eq!(
+        sent.eom().modifications,
+        [Modification::ChangeHeader {
+            name: b"Authentication-Results".to_vec(),
+            index: 1,
+            value: Vec::new()
+        }]
+    );
+}
