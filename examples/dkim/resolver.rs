@@ -177,3 +177,35 @@ impl Resolver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+    #[test]
+    fn pinned_records_are_found_by_their_fully_qualified_name() {
+        let cache = TxtCache::default();
+        cache.pin("Sel._domainkey.Example.com", RECORD).unwrap();
+        assert!(cache.get("sel._domainkey.example.com.").is_some());
+        assert!(cache.get("other._domainkey.example.com.").is_none());
+        assert!(cache.pin("x", "not a key").is_err());
+    }
+
+    #[test]
+    fn expired_records_are_gone_and_the_cache_stays_bounded() {
+        let cache = TxtCache::default();
+        cache.pin("pinned._domainkey.example.com", RECORD).unwrap();
+        let txt = cache.get("pinned._domainkey.example.com.").unwrap();
+        let past = Instant::now() - Duration::from_secs(1);
+        let future = Instant::now() + Duration::from_secs(3600);
+        cache.insert("old.".into(), txt.clone(), past);
+        assert!(cache.get("old.").is_none());
+        for i in 0..MAX_CACHED + 10 {
+            cache.insert(format!("n{i}.").into(), txt.clone(), future);
+        }
+        assert!(cache.len() <= MAX_CACHED + 1, "{}", cache.len());
+        assert!(cache.get("pinned._domainkey.example.com.").is_some());
+    }
+}
