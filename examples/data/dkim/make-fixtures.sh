@@ -17,6 +17,7 @@ Canonicalization $canon/$canon
 KeyTable $work/keytable
 SigningTable $work/signtable
 MultipleSignatures yes
+RequireSafeKeys false
 InternalHosts 127.0.0.1
 SignHeaders From,To,Subject,Date,Message-ID,MIME-Version,Content-Type,Content-Transfer-Encoding
 Socket inet:18891@127.0.0.1
