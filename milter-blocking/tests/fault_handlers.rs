@@ -357,7 +357,7 @@ fn each_stage_in_turn(failure: Status, code: u8) {
             let (port, replies, closed) = exchange(&server.spec, &bytes);
             assert!(closed, "{stage} {how}: connection left open");
             let mut want = vec![b'O'];
-            want.extend(std::iter::repeat(b'c').take(i));
+            want.extend(std::iter::repeat_n(b'c', i));
             want.push(code);
             assert_eq!(
                 replies,
@@ -389,7 +389,7 @@ fn each_stage_in_turn(failure: Status, code: u8) {
             let (port, replies, closed) = exchange(&server.spec, &bytes);
             assert!(closed, "{stage} {how}");
             let mut want = vec![b'O'];
-            want.extend(std::iter::repeat(b'c').take(9));
+            want.extend(std::iter::repeat_n(b'c', 9));
             if extra == b'h' {
                 want.push(b'h');
             }

@@ -670,7 +670,7 @@ impl Client {
     }
 
     fn advance(&mut self, stage: Stage) {
-        if !self.state.phase.is_some_and(|p| p >= stage) {
+        if self.state.phase.is_none_or(|p| p < stage) {
             self.state.phase = Some(stage);
         }
     }
