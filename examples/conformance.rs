@@ -10,7 +10,7 @@
 //! `milter_protocol = 6`, `milter_default_action = tempfail`.
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`conformance', `S=inet:7357@127.0.0.1, F=T')`.
 
-use milter_blocking::core::ActionError;
+use milter_blocking::milter_core::ActionError;
 use milter_blocking::{
     bare_address, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
     ModifyError, Status,

@@ -1,26 +1,29 @@
 //! Write milters for Postfix and Sendmail in ordinary, non-async Rust.
 //!
-//! A user writes a type, implements the stages they care about as inherent
-//! methods, and derives [`Milter`]; the derive works out what to negotiate.
+//! A user writes a type, derives [`Milter`](derive@Milter) on it to declare
+//! what it asks the MTA for, and implements the [`Milter`] trait's handlers for
+//! the stages they care about in an `impl` block marked
+//! [`#[handlers]`](macro@handlers); together they work out what to negotiate.
 //!
 //! ```
-//! use milter_blocking::{EomContext, Milter, Status, HandlerResult};
+//! use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
 //!
 //! #[derive(Milter, Default)]
 //! #[milter(actions(add_header))]
 //! struct Stamp;
 //!
-//! impl Stamp {
-//!     fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+//! #[handlers]
+//! impl Milter for Stamp {
+//!     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
 //!         ctx.add_header("X-Stamped", "yes")?;
 //!         Ok(Status::Continue)
 //!     }
 //! }
-//! # fn main() {}
 //! ```
 //!
-//! The derive needs the type at module level (not inside a function body): the
-//! code it generates reaches the type through a module path.
+//! The compiler checks the handlers' names and signatures, and that every
+//! modification the end-of-message handler makes is declared (see
+//! [`Milter`], [`action`] and the [derive's reference](derive@Milter)).
 
 //!
 //! # Logging policy
@@ -43,11 +46,13 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod action;
 mod activation;
 mod cache_line;
 pub mod client;
 mod connection;
 mod context;
+mod declaration;
 mod handler;
 mod header_index;
 mod hooks;
@@ -60,19 +65,21 @@ mod socket_spec;
 mod spin;
 
 #[doc(hidden)]
-#[path = "derive_support.rs"]
-pub mod __private;
+#[path = "private_v1.rs"]
+pub mod __private_v1;
 
 pub use activation::take_listeners;
 pub use context::{ConnectionInfo, Context, EomContext, ModifyError};
-pub use handler::{HandlerError, HandlerResult, Milter};
+pub use declaration::Declaration;
+pub use handler::{HandlerError, HandlerResult, Milter, StageReturn, UnitReturn};
 pub use hooks::Hooks;
 pub use listener::{ListenOptions, Listener};
+pub use milter_core;
 pub use milter_core::{
-    self as core, bare_address, Actions, Args, ConnectAddr, EnvelopeAddr, Header, MacroStage,
-    OptNeg, ProtocolOpts, SmtpReply, Spec, Stage, Stages, Status,
+    bare_address, Actions, Args, ConnectAddr, EnvelopeAddr, Header, MacroStage, OptNeg,
+    ProtocolOpts, SmtpReply, Spec, Stage, Stages, Status,
 };
-pub use milter_derive::Milter;
+pub use milter_derive::{handlers, Milter};
 pub use registry::ServerStats;
 pub use server::{
     Server, ServerBuilder, ServerError, ServerHandle, DEFAULT_BUSY_POLL,

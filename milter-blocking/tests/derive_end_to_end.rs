@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use milter_blocking::client::{Client, ClientAddress, Response};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{
     Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Stages, Status,
 };

@@ -4,10 +4,10 @@
 // Helpers outside `#[test]` functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use milter_blocking::core::client::{ClientNegotiated, ClientSession};
-use milter_blocking::core::filter::{Event, FilterSession};
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Negotiated, SymbolList};
+use milter_blocking::milter_core::client::{ClientNegotiated, ClientSession};
+use milter_blocking::milter_core::filter::{Event, FilterSession};
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Negotiated, SymbolList};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerError, HandlerResult, Header,
     MacroStage, Milter, OptNeg, ProtocolOpts, Spec, Stages, Status,

@@ -10,9 +10,9 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{Context, HandlerResult, Milter, SocketSpec, Spec};
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -8,9 +8,9 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, ConnectionInfo, Context, EomContext, HandlerError, HandlerResult, Hooks,
     Milter, ProtocolOpts, SocketSpec, Spec, Stages, Status,

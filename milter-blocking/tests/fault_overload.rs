@@ -6,7 +6,7 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{Milter, OptNeg, Spec};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

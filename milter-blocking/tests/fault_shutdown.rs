@@ -6,8 +6,8 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     Context, EomContext, HandlerResult, Milter, OptNeg, SocketSpec, Spec, Status,
 };

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{continue_, watchdog, Capture, Mta, TestServer, UNTIL_EOM};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EomContext, HandlerResult, Milter, SocketSpec, Spec, Status,
 };

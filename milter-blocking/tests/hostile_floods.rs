@@ -13,9 +13,11 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, MacroDef, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{
+    Command, Connect, EnvelopeAddr, Family, Header, MacroDef, OptNeg,
+};
 use milter_blocking::{
     ConnectAddr, Context, EomContext, HandlerResult, Milter, SocketSpec, Spec, Status,
 };
@@ -532,7 +534,7 @@ fn claimed_lengths_are_not_allocated_before_the_bytes_arrive() {
         // 200 x 1 MiB claimed (the default limit) would be 200 MiB if allocated
         // up front.
         let grow = claimed_lengths(
-            milter_blocking::core::limits::DEFAULT_MAX_PAYLOAD,
+            milter_blocking::milter_core::limits::DEFAULT_MAX_PAYLOAD,
             (1 << 20) - 1,
             200,
         );

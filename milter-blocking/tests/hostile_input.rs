@@ -11,9 +11,9 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EomContext, HandlerResult, Milter, ProtocolOpts, SocketSpec,
     Spec, Status,
@@ -502,7 +502,7 @@ fn length_field_one_for_commands_that_need_a_payload() {
 fn length_fields_at_and_just_over_the_maximum() {
     watchdog(Duration::from_secs(60), || {
         let fx = Fixture::new();
-        let max = milter_blocking::core::limits::DEFAULT_MAX_PAYLOAD;
+        let max = milter_blocking::milter_core::limits::DEFAULT_MAX_PAYLOAD;
         // A header whose payload is exactly the maximum is accepted.
         let value = vec![b'v'; max - b"Big\0".len() - 1];
         let at = cat(&[&opt(), &conn(), &mail(), &rcpt(), &hdr(b"Big", &value)]);
@@ -626,7 +626,7 @@ fn truncated_at_every_byte_offset_of_a_real_session() {
         let fx = Fixture::new();
         // (packet, reply code owed, whether a message is open after it)
         let mut macros_c = Vec::new();
-        milter_blocking::core::MacroDef::encode_pairs(
+        milter_blocking::milter_core::MacroDef::encode_pairs(
             &mut macros_c,
             b'C',
             [
@@ -635,7 +635,7 @@ fn truncated_at_every_byte_offset_of_a_real_session() {
             ],
         );
         let mut macros_m = Vec::new();
-        milter_blocking::core::MacroDef::encode_pairs(
+        milter_blocking::milter_core::MacroDef::encode_pairs(
             &mut macros_m,
             b'M',
             [(&b"{i}"[..], &b"4QXYZ1"[..])],

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{ListenOptions, Milter, Server, ServerError, Spec};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Modification};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Modification};
 use milter_blocking::{
     Actions, Context, EomContext, HandlerResult, Milter, ServerBuilder, SocketSpec, Spec, Stages,
     Status,

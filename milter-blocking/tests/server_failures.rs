@@ -5,7 +5,7 @@
 mod common;
 
 use common::{continue_, watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{Context, EnvelopeAddr, HandlerError, HandlerResult, Milter, Spec, Status};
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{Milter, Spec};
 use std::time::{Duration, Instant};
 

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     Actions, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Spec, Stages, Status,
 };
@@ -58,7 +58,7 @@ impl Milter for Counter {
 
 fn rcpt_header(eom: &common::EomAnswer) -> String {
     match &eom.modifications[..] {
-        [milter_blocking::core::Modification::AddHeader { value, .. }] => {
+        [milter_blocking::milter_core::Modification::AddHeader { value, .. }] => {
             String::from_utf8_lossy(value).into_owned()
         }
         other => panic!("{other:?}"),

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{ActionError, Modification, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{ActionError, Modification, OptNeg};
 use milter_blocking::{Actions, EomContext, HandlerResult, Milter, ModifyError, Spec, Status};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

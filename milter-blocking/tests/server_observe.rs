@@ -4,7 +4,7 @@
 mod common;
 
 use common::{continue_, watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{
     Actions, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter, Spec,
     Stage, Status,

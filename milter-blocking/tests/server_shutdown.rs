@@ -4,8 +4,8 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{Milter, Spec};
 use std::time::{Duration, Instant};
 

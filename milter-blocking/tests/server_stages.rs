@@ -4,7 +4,7 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::{Command, MacroStage};
+use milter_blocking::milter_core::{Command, MacroStage};
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Spec, Status,
 };
@@ -141,7 +141,7 @@ fn every_stage_reaches_the_handler_with_its_arguments() {
         mta.macros(b'E', &[("{i}", "QID1")]);
         assert_eq!(
             mta.eom().decision,
-            milter_blocking::core::client::Decision::Continue
+            milter_blocking::milter_core::client::Decision::Continue
         );
         mta.send_only(Command::Abort);
         assert_eq!(mta.send(Command::Unknown(b"XFOO bar")), continue_());
@@ -173,7 +173,7 @@ fn every_stage_reaches_the_handler_with_its_arguments() {
 #[test]
 fn every_address_family_reaches_connect() {
     watchdog(Duration::from_secs(30), || {
-        use milter_blocking::core::{Connect, Family};
+        use milter_blocking::milter_core::{Connect, Family};
         let log: Log = Arc::default();
         let l = log.clone();
         let server = TestServer::start(move || Recorder(l.clone()));

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, ProtocolOpts,
     Spec, Stage, Status,

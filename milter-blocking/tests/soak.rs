@@ -19,8 +19,8 @@
 mod common;
 
 use common::{watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Modification};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Modification};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Spec,
     Status,

@@ -1,0 +1,40 @@
+//! `#[handlers]`: the attribute on a milter's `impl Milter for Type` block.
+//!
+//! [`parse`] reads the attribute's arguments, [`validate`] checks every method
+//! name against the handler list (an unknown one is dropped after its error, so
+//! that rustc does not report it a second time) and records the written return
+//! types, and [`expand`] writes the block back with an `impl Handlers` beside
+//! it, whose constants the compiler computes from those return types.
+
+mod expand;
+mod names;
+mod parse;
+mod validate;
+
+use proc_macro2::TokenStream;
+
+/// The attribute's expansion: the impl block (minus the methods in error), the
+/// `Handlers` impl, and the errors.
+pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = crate::parse::Errors::default();
+    let krate = parse::args(args, &mut errors);
+    let mut item: syn::ItemImpl = match syn::parse2(item) {
+        Ok(item) => item,
+        Err(e) => {
+            errors.push(syn::Error::new(
+                e.span(),
+                "`#[handlers]` goes on the `impl Milter for Type { … }` block",
+            ));
+            return errors
+                .finish()
+                .map(|e| e.to_compile_error())
+                .unwrap_or_default();
+        }
+    };
+    let written = validate::validate(&mut item, &mut errors);
+    let mut out = expand::expand(&item, written.as_deref(), &krate);
+    if let Some(e) = errors.finish() {
+        out.extend(e.to_compile_error());
+    }
+    out
+}
