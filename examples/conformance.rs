@@ -12,8 +12,8 @@
 
 use milter_blocking::milter_core::ActionError;
 use milter_blocking::{
-    bare_address, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
-    ModifyError, Status,
+    bare_address, handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header,
+    Milter, ModifyError, Status,
 };
 
 /// What an `X-Conformance-Action` header asked for.
@@ -105,7 +105,10 @@ impl Conformance {
             rcpts.join(", ")
         );
     }
+}
 
+#[handlers]
+impl Milter for Conformance {
     fn connect(&mut self, _ctx: &mut Context<'_>, host: &[u8], addr: ConnectAddr<'_>) -> Status {
         self.client = Some((String::from_utf8_lossy(host).into_owned(), addr.to_string()));
         Status::Continue
@@ -223,7 +226,7 @@ impl Conformance {
         Status::Continue
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         if let Some(q) = ctx.queue_id() {
             self.msg.queue_id = Some(q.to_string());
         }

@@ -25,7 +25,7 @@
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`header-stamper', `S=inet:7371@127.0.0.1, F=T')`
 
 use milter_blocking::{
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Status,
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Status,
 };
 
 #[derive(Milter, Default)]
@@ -40,7 +40,8 @@ struct HeaderStamper {
     rcpts: u32,
 }
 
-impl HeaderStamper {
+#[handlers]
+impl Milter for HeaderStamper {
     fn connect(&mut self, _ctx: &mut Context<'_>, host: &[u8], addr: ConnectAddr<'_>) -> Status {
         let host = String::from_utf8_lossy(host);
         let addr = match addr {
@@ -67,7 +68,7 @@ impl HeaderStamper {
         self.rcpts += 1;
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.stamped += 1;
         let plural = if self.rcpts == 1 { "" } else { "s" };
         ctx.add_header(

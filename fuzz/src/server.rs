@@ -3,7 +3,7 @@
 //! into an abort, which the fuzzer reports), and after the input ends it must close
 //! the connection promptly (a hang fails the run).
 
-use milter_blocking::{
+use milter_blocking::{handlers, 
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Status,
 };
 use std::io::{Read, Write};
@@ -46,7 +46,8 @@ fn pick(bytes: &[u8]) -> Status {
     }
 }
 
-impl Steered {
+#[handlers]
+impl Milter for Steered {
     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
         pick(host)
     }
@@ -72,7 +73,7 @@ impl Steered {
     fn body(&mut self, _: &mut Context<'_>, chunk: &[u8]) -> Status {
         pick(chunk)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.progress()?;
         ctx.add_header("X-Fuzz", self.headers.to_string())?;
         ctx.set_header("Subject", "fuzzed")?;

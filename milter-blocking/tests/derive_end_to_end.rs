@@ -20,7 +20,8 @@ struct Derived {
     headers: usize,
 }
 
-impl Derived {
+#[milter_blocking::handlers]
+impl Milter for Derived {
     fn rcpt(&mut self, _ctx: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
         SEEN.lock()
             .unwrap()
@@ -40,7 +41,7 @@ impl Derived {
             .push(format!("header {}", String::from_utf8_lossy(h.name)));
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Headers", self.headers.to_string())?;
         Ok(Status::Continue)
     }

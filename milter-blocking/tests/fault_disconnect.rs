@@ -59,8 +59,14 @@ struct Counts {
 
 struct Counting(Arc<Counts>);
 
+impl milter_blocking::Declaration for Counting {}
+
+#[milter_blocking::handlers]
 impl Milter for Counting {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
+
     fn abort(&mut self, _: &mut Context<'_>) -> HandlerResult<()> {
         self.0.aborts.fetch_add(1, Ordering::SeqCst);
         Ok(())

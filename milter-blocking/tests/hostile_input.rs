@@ -129,8 +129,13 @@ impl Probe {
     }
 }
 
+impl milter_blocking::Declaration for Probe {}
+
+#[milter_blocking::handlers]
 impl Milter for Probe {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn connect(&mut self, ctx: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> HandlerResult {
         self.note(ctx.connection().peer, "connect");
@@ -151,7 +156,7 @@ impl Milter for Probe {
         }
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.note(ctx.connection().peer, "eom");
         Ok(Status::Continue)
     }
@@ -169,21 +174,36 @@ impl Milter for Probe {
 #[derive(Default)]
 struct Demanding;
 
+impl milter_blocking::Declaration for Demanding {
+    const ACTIONS: milter_blocking::Actions =
+        Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS);
+}
+impl milter_blocking::action::ChangeFrom for Demanding {}
+impl milter_blocking::action::AddRcptWithArgs for Demanding {}
+
+#[milter_blocking::handlers]
 impl Milter for Demanding {
-    const SPEC: Spec = Spec {
-        actions: Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS),
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS),
+            ..Spec::ALL_STAGES
+        };
+    }
 }
 
 #[derive(Default)]
 struct NeedsSkip;
 
+impl milter_blocking::Declaration for NeedsSkip {}
+
+#[milter_blocking::handlers]
 impl Milter for NeedsSkip {
-    const SPEC: Spec = Spec {
-        options: ProtocolOpts::SKIP,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            options: ProtocolOpts::SKIP,
+            ..Spec::ALL_STAGES
+        };
+    }
 }
 
 // ---------------------------------------------------------------------------

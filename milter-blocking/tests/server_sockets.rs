@@ -13,8 +13,13 @@ use std::time::Duration;
 #[derive(Default)]
 struct Plain;
 
+impl milter_blocking::Declaration for Plain {}
+
+#[milter_blocking::handlers]
 impl Milter for Plain {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -25,8 +25,17 @@ fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+impl milter_blocking::Declaration for Recorder {
+    fn reset_message(&mut self) {
+        self.push("reset".into());
+    }
+}
+
+#[milter_blocking::handlers]
 impl Milter for Recorder {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn connect(
         &mut self,
@@ -75,7 +84,7 @@ impl Milter for Recorder {
         self.push(format!("body {}", chunk.len()));
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.push(format!(
             "eom i={:?} j={:?}",
             ctx.queue_id(),
@@ -94,9 +103,6 @@ impl Milter for Recorder {
     fn unknown(&mut self, _: &mut Context<'_>, line: &[u8]) -> HandlerResult {
         self.push(format!("unknown {}", s(line)));
         Ok(Status::Continue)
-    }
-    fn reset_message(&mut self) {
-        self.push("reset".into());
     }
 }
 
