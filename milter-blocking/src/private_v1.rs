@@ -37,6 +37,26 @@ pub trait Handlers {
     const NO_REPLY: Stages;
 }
 
+/// Reads [`StageReturn::NO_REPLY`] of a written return type, as
+/// `NoReply::<Ret>::NO_REPLY` with [`NotAStageReturn`] in scope. A type that is
+/// not a [`StageReturn`] gets `false` from that trait instead of a second
+/// error: rustc reports it once, at the handler's signature.
+#[allow(missing_debug_implementations)]
+pub struct NoReply<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: StageReturn> NoReply<T> {
+    /// The return type's [`StageReturn::NO_REPLY`].
+    pub const NO_REPLY: bool = T::NO_REPLY;
+}
+
+/// The fallback of [`NoReply`] for types that are not return types.
+pub trait NotAStageReturn {
+    /// Never read in a crate that compiles.
+    const NO_REPLY: bool = false;
+}
+
+impl<T: ?Sized> NotAStageReturn for NoReply<T> {}
+
 /// One handler as `#[handlers]` saw it: its stage, and whether its written
 /// return type never replies.
 pub type Written = (Stage, bool);
@@ -85,5 +105,10 @@ mod tests {
         );
         assert_eq!(no_reply_stages(&written), Stages::RCPT);
         assert!(<Result<(), std::io::Error> as StageReturn>::NO_REPLY);
+        #[allow(unused_imports)]
+        use NotAStageReturn as _;
+        assert!(NoReply::<Result<(), std::io::Error>>::NO_REPLY);
+        assert!(!NoReply::<milter_core::Status>::NO_REPLY);
+        assert!(!NoReply::<bool>::NO_REPLY);
     }
 }

@@ -1,9 +1,9 @@
 //! `#[handlers]`: the attribute on a milter's `impl Milter for Type` block.
 //!
 //! [`parse`] reads the attribute's arguments, [`validate`] checks every method
-//! name against the handler list (an unknown one is dropped after its error, so
-//! that rustc does not report it a second time) and records the written return
-//! types, and [`expand`] writes the block back with an `impl Handlers` beside
+//! name against the handler list (an unknown one is moved to an inherent `impl`
+//! after its error, so that rustc reports nothing else about it) and records
+//! the written return types, and [`expand`] writes the block back with an `impl Handlers` beside
 //! it, whose constants the compiler computes from those return types.
 
 mod expand;
@@ -31,8 +31,8 @@ pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
                 .unwrap_or_default();
         }
     };
-    let written = validate::validate(&mut item, &mut errors);
-    let mut out = expand::expand(&item, written.as_deref(), &krate);
+    let checked = validate::validate(&mut item, &mut errors);
+    let mut out = expand::expand(&item, checked.as_ref(), &krate);
     if let Some(e) = errors.finish() {
         out.extend(e.to_compile_error());
     }

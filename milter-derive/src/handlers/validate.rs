@@ -14,9 +14,19 @@ pub(crate) struct Written {
     pub(crate) ret: Option<Type>,
 }
 
-/// Checks `item` and removes the methods in error. Returns the stage handlers,
-/// or `None` when `item` is not a trait impl.
-pub(crate) fn validate(item: &mut ItemImpl, errors: &mut Errors) -> Option<Vec<Written>> {
+/// What the block holds, as far as the expansion is concerned.
+pub(crate) struct Checked {
+    /// The stage handlers.
+    pub(crate) written: Vec<Written>,
+    /// Methods that are not handlers, taken out of the block after their
+    /// error: they go to an inherent `impl` so that nothing else about them
+    /// (their imports, their calls) is reported.
+    pub(crate) strays: Vec<ImplItem>,
+}
+
+/// Checks `item` and takes out the items in error. `None` when `item` is not a
+/// trait impl.
+pub(crate) fn validate(item: &mut ItemImpl, errors: &mut Errors) -> Option<Checked> {
     if item.trait_.is_none() {
         errors.spanned(
             &item.self_ty,
@@ -26,11 +36,13 @@ pub(crate) fn validate(item: &mut ItemImpl, errors: &mut Errors) -> Option<Vec<W
         return None;
     }
     let mut written = Vec::new();
+    let mut strays = Vec::new();
     item.items.retain(|it| match it {
         ImplItem::Fn(f) => {
             let name = f.sig.ident.to_string();
             let Some(handler) = names::find(&name) else {
                 errors.at(f.sig.ident.span(), names::unknown(&name));
+                strays.push(it.clone());
                 return false;
             };
             let ret = match &f.sig.output {
@@ -66,5 +78,5 @@ pub(crate) fn validate(item: &mut ItemImpl, errors: &mut Errors) -> Option<Vec<W
         }
         _ => true,
     });
-    Some(written)
+    Some(Checked { written, strays })
 }
