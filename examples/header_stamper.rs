@@ -14,7 +14,7 @@
 //! as the connection (`client`, `stamped`); fields marked `#[milter(per_message)]`
 //! are reset by the derive before every message (`rcpts`), so nothing leaks from
 //! one message into the next, also when a message is aborted half-way. And the
-//! negotiation the derive works out: it sees only `connect`, `rcpt` (which
+//! negotiation `#[handlers]` works out: it sees only `connect`, `rcpt` (which
 //! returns nothing, so the MTA need not wait for a reply) and `eom`, and asks the
 //! MTA to skip HELO, MAIL, DATA, the headers and the body.
 //!
@@ -63,7 +63,7 @@ impl Milter for HeaderStamper {
         Status::Continue
     }
 
-    /// Returns nothing: the derive asks the MTA not to wait for a reply.
+    /// Returns nothing: `#[handlers]` asks the MTA not to wait for a reply.
     fn rcpt(&mut self, _ctx: &mut Context<'_>, _rcpt: &EnvelopeAddr<'_>) {
         self.rcpts += 1;
     }

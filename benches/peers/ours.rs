@@ -3,8 +3,8 @@
 //! `X-Bench: <body bytes>` at end of message.
 //!
 //! Usage: `bench-ours [--lean] [--no-busy-poll] SOCKET`. With `--lean` only the body and
-//! end-of-message handlers exist (counting body bytes needs the body), so the derive
-//! asks the MTA to skip every other stage: what the derive buys a user. With
+//! end-of-message handlers exist (counting body bytes needs the body), so `#[handlers]`
+//! asks the MTA to skip every other stage: what the macros buy a user. With
 //! `--no-busy-poll` connections block in `read` at once instead of polling for the
 //! next command for a moment: what busy polling buys at low concurrency.
 

@@ -225,6 +225,29 @@ impl<E: Into<HandlerError>> UnitReturn for Result<(), E> {
 /// - A missing `#[derive(Milter)]` or `#[handlers]`: an error at the `impl`
 ///   saying what to add.
 /// - Handlers in two `impl Milter` blocks: conflicting implementations.
+///
+/// # How it works, and the trade-offs
+///
+/// - Handlers are trait methods: rustc checks their names and signatures, and
+///   the server, generic over the milter type, calls them with static dispatch
+///   (inlined as any generic call).
+/// - The stage methods return `impl StageReturn`, which an `impl` refines to
+///   the type written. The server sees only the opaque type, so which stages
+///   never reply cannot be read from it: [`#[handlers]`](macro@crate::handlers)
+///   reads the written return types and handler names and writes a hidden impl
+///   whose constants the compiler computes from them. That is why the
+///   attribute is required and the return type must be written out (a written
+///   `-> impl StageReturn` is an error). The opaque type also captures the
+///   arguments' lifetimes: use a handler's result before its arguments go away.
+/// - [`Milter::SPEC`] is built from [`Declaration`] and that hidden impl, both
+///   supertraits of `Milter`; a missing derive or attribute is an unsatisfied
+///   bound whose message says what to add.
+/// - [`EomContext<'_, Self>`](EomContext) is typed by the milter, and each
+///   modification requires the [`action`](crate::action) marker of its
+///   action: an undeclared action is a compile error at the call, while an
+///   optional action the MTA did not offer is a run-time [`ModifyError`](crate::ModifyError).
+/// - All handlers live in one `impl Milter` block; shared code goes in
+///   inherent methods, where a name like `connect` or `body` is just a method.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a milter",
     label = "`{Self}` has no `impl Milter`",

@@ -33,7 +33,7 @@ impl Milter for Derived {
         }
     }
 
-    // Returns nothing: the derive asks for NR_HDR, the MTA waits for no reply.
+    // Returns nothing: `#[handlers]` asks for NR_HDR, the MTA waits for no reply.
     fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) {
         self.headers += 1;
         SEEN.lock()
