@@ -3,8 +3,9 @@
 //! into an abort, which the fuzzer reports), and after the input ends it must close
 //! the connection promptly (a hang fails the run).
 
-use milter_blocking::{handlers, 
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Status,
+use milter_blocking::{
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
+    Server, Status,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
