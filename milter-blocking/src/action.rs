@@ -34,6 +34,26 @@
 //! A type with a hand-written [`Declaration`] implements the markers itself; a
 //! marker whose action the declaration does not list fails the build where a
 //! modification of that action is called.
+//! The check runs when the code is compiled to a program (`cargo build`, not
+//! `cargo check`):
+//!
+//! ```compile_fail
+//! use milter_blocking::{action, handlers, Declaration, EomContext, HandlerResult, Milter, Status};
+//!
+//! struct Liar;
+//!
+//! impl Declaration for Liar {} // no QUARANTINE in ACTIONS
+//! impl action::Quarantine for Liar {}
+//!
+//! #[handlers]
+//! impl Milter for Liar {
+//!     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+//!         ctx.quarantine("held")?; // error: evaluation of `Quarantine::DECLARED` failed
+//!         Ok(Status::Continue)
+//!     }
+//! }
+//! # fn main() { let _ = milter_blocking::Server::builder().build(|| Liar); }
+//! ```
 
 use crate::declaration::Declaration;
 use milter_core::Actions;

@@ -18,17 +18,17 @@ use proc_macro2::TokenStream;
 pub(crate) fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = crate::parse::Errors::default();
     let krate = parse::args(args, &mut errors);
-    let mut item: syn::ItemImpl = match syn::parse2(item) {
+    let mut item: syn::ItemImpl = match syn::parse2(item.clone()) {
         Ok(item) => item,
         Err(e) => {
             errors.push(syn::Error::new(
                 e.span(),
                 "`#[handlers]` goes on the `impl Milter for Type { … }` block",
             ));
-            return errors
-                .finish()
-                .map(|e| e.to_compile_error())
-                .unwrap_or_default();
+            // The item as written, so that nothing else is reported about it.
+            let mut out = item;
+            out.extend(errors.finish().map(|e| e.to_compile_error()));
+            return out;
         }
     };
     let checked = validate::validate(&mut item, &mut errors);
