@@ -69,7 +69,7 @@ impl Spec {
     };
 
     /// Handles every stage and replies to every one, asks for no action: the
-    /// conservative default of a hand-written milter.
+    /// spec a milter's `negotiate` handler can set to be sent every stage.
     pub const ALL_STAGES: Spec = Spec {
         handled: Stages::all(),
         ..Spec::NONE
