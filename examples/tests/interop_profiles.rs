@@ -24,7 +24,8 @@ use support::smtp::{SmtpClient, SmtpSink};
 #[derive(Milter, Default)]
 struct EveryStage;
 
-impl EveryStage {
+#[milter_blocking::handlers]
+impl Milter for EveryStage {
     fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> Status {
         Status::Continue
     }
@@ -49,7 +50,7 @@ impl EveryStage {
     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status {
         Status::Continue
     }
-    fn eom(&mut self, _: &mut EomContext<'_>) -> Status {
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> Status {
         Status::Continue
     }
 }

@@ -8,7 +8,7 @@
 mod harness;
 
 use harness::{optneg, packet, watchdog};
-use milter_blocking::core::filter::{Event, FilterSession};
+use milter_blocking::milter_core::filter::{Event, FilterSession};
 use milter_blocking::{Actions, Spec, Status};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -282,7 +282,7 @@ fn start_raw(reply: Vec<u8>) -> String {
             let Ok(mut s) = s else { return };
             let reply = reply.clone();
             thread::spawn(move || {
-                let mut frames = milter_blocking::core::frame::FrameDecoder::new();
+                let mut frames = milter_blocking::milter_core::frame::FrameDecoder::new();
                 let mut buf = [0u8; 4096];
                 loop {
                     while let Ok(Some(f)) = frames.next_frame() {

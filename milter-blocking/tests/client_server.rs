@@ -32,12 +32,32 @@ fn reply(code: u16, text: &str) -> Status {
     Status::reply(code, Some(class), text).unwrap()
 }
 
+impl milter_blocking::Declaration for Judge {
+    const ACTIONS: milter_blocking::Actions = Actions::all().difference(Actions::SET_SYMBOL_LIST);
+    fn reset_message(&mut self) {
+        self.subject = None;
+        self.remove = None;
+        self.body_bytes = 0;
+    }
+}
+impl milter_blocking::action::AddHeader for Judge {}
+impl milter_blocking::action::ChangeBody for Judge {}
+impl milter_blocking::action::AddRcpt for Judge {}
+impl milter_blocking::action::DeleteRcpt for Judge {}
+impl milter_blocking::action::ChangeHeader for Judge {}
+impl milter_blocking::action::Quarantine for Judge {}
+impl milter_blocking::action::ChangeFrom for Judge {}
+impl milter_blocking::action::AddRcptWithArgs for Judge {}
+
+#[milter_blocking::handlers]
 impl Milter for Judge {
-    const SPEC: Spec = Spec {
-        actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
-        optional_options: ProtocolOpts::SKIP,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
+            optional_options: ProtocolOpts::SKIP,
+            ..Spec::ALL_STAGES
+        };
+    }
 
     fn connect(
         &mut self,
@@ -119,7 +139,7 @@ impl Milter for Judge {
         })
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         if self.subject.as_deref() == Some(b"eom-reject") {
             return Ok(reply(554, "content refused"));
         }
@@ -146,12 +166,6 @@ impl Milter for Judge {
 
     fn unknown(&mut self, _: &mut Context<'_>, _line: &[u8]) -> HandlerResult {
         Ok(Status::reply(500, Some("5.5.1"), "what?").unwrap())
-    }
-
-    fn reset_message(&mut self) {
-        self.subject = None;
-        self.remove = None;
-        self.body_bytes = 0;
     }
 }
 
@@ -346,12 +360,13 @@ struct Counter {
     headers: usize,
 }
 
-impl Counter {
+#[milter_blocking::handlers]
+impl milter_blocking::Milter for Counter {
     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) {
         self.headers += 1;
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Headers", self.headers.to_string())?;
         Ok(Status::Continue)
     }
@@ -437,3 +452,6 @@ fn future_version_announcements_get_version_6() {
 
 #[derive(milter_blocking::Milter, Default)]
 struct FutureProof;
+
+#[milter_blocking::handlers]
+impl milter_blocking::Milter for FutureProof {}

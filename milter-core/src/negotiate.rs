@@ -16,8 +16,9 @@ pub const CAPABILITY_OPTIONS: ProtocolOpts = ProtocolOpts::SKIP
 
 /// What a milter wants from negotiation.
 ///
-/// `#[derive(Milter)]` builds this from the handlers a type implements; it can be
-/// written by hand too.
+/// `milter-blocking` builds this from a milter's declaration (`#[derive(Milter)]`:
+/// actions, options, macros) and its handlers (`#[handlers]`: which stages, and
+/// which never reply); it can be written by hand too.
 ///
 /// ```
 /// use milter_core::{negotiate, Actions, OptNeg, Spec, Stages};
@@ -68,7 +69,7 @@ impl Spec {
     };
 
     /// Handles every stage and replies to every one, asks for no action: the
-    /// conservative default of a hand-written milter.
+    /// spec a milter's `negotiate` handler can set to be sent every stage.
     pub const ALL_STAGES: Spec = Spec {
         handled: Stages::all(),
         ..Spec::NONE

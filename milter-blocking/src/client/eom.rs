@@ -66,7 +66,7 @@ impl EomResult {
     ///
     /// ```
     /// use milter_blocking::client::{Decision, EomResult};
-    /// use milter_blocking::core::Modification;
+    /// use milter_blocking::milter_core::Modification;
     /// let r = EomResult {
     ///     decision: Decision::Continue,
     ///     modifications: vec![Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() }],
