@@ -56,6 +56,23 @@ impl HeaderField {
         }
     }
 
+    /// The value with white space trimmed at both ends and folds as CRLF + white
+    /// space, as Stalwart sends it (whatever `HDR_LEADSPC` says).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"To:  a@b,\n\tc@d \n\n");
+    /// assert_eq!(m.headers[0].value_trimmed(), b"a@b,\r\n\tc@d");
+    /// ```
+    pub fn value_trimmed(&self) -> Vec<u8> {
+        let mut v = to_crlf(&self.raw_value);
+        let end = v.trim_ascii_end().len();
+        v.truncate(end);
+        let start = v.len() - v.trim_ascii_start().len();
+        v.drain(..start);
+        v
+    }
+
     /// Whether the name is `name`, ignoring ASCII case.
     pub fn is(&self, name: impl AsRef<[u8]>) -> bool {
         self.name.eq_ignore_ascii_case(name.as_ref())
@@ -129,8 +146,8 @@ impl Message {
     /// characters), which then starts the body, as Postfix does. A leading mbox
     /// `From ` line is dropped (as Postfix's `sendmail` command does). Folded
     /// headers are kept with LF + white space per fold; CRs before LFs are dropped.
-    /// The body gets CRLF line ends; it is not dot-unstuffed (files are not
-    /// dot-stuffed).
+    /// The body gets CRLF line ends, also on a last line that has none (as it
+    /// arrives over SMTP); it is not dot-unstuffed (files are not dot-stuffed).
     pub fn parse(bytes: &[u8]) -> Message {
         let mut rest = bytes;
         if rest.starts_with(b"From ") {
@@ -169,10 +186,13 @@ impl Message {
             });
             rest = next;
         }
-        Message {
-            headers,
-            body: to_crlf(rest),
+        let mut body = to_crlf(rest);
+        // An SMTP client ends the last line with CRLF before the final dot, so an
+        // MTA always has it, even when the file lacks it.
+        if !body.is_empty() && !body.ends_with(b"\n") {
+            body.extend_from_slice(b"\r\n");
         }
+        Message { headers, body }
     }
 
     /// Reads and parses a message file (`.eml`).
@@ -498,7 +518,7 @@ mod tests {
         assert_eq!(m.headers[1].value(), b"\tvalue");
         assert_eq!(m.headers[2].value(), b"a\n  b\n\tc");
         assert_eq!(m.headers[3].value(), b"");
-        assert_eq!(m.body, b"body");
+        assert_eq!(m.body, b"body\r\n");
     }
 
     #[test]
@@ -510,7 +530,7 @@ mod tests {
         assert!(m.headers.is_empty() && m.body.is_empty());
         let m = Message::parse(b"\r\nonly body");
         assert!(m.headers.is_empty());
-        assert_eq!(m.body, b"only body");
+        assert_eq!(m.body, b"only body\r\n");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub use config::{ClientBuilder, Profile, Timeouts};
 pub use eom::{Applied, ApplyRules, EomResult};
 pub use error::{ClientError, ErrorKind};
 pub use message::{Address, ClientAddress, Envelope, HeaderField, Message};
-pub use milter_core::client::{ClientNegotiated, Decision, Strictness};
+pub use milter_core::client::{ClientNegotiated, Decision, LowVersion, ReplyTextCheck, Strictness};
 pub use milter_core::Modification;
 pub use run::{Step, Transcript, Verdict};
 pub use stream::{ConnectTarget, Stream};
@@ -226,6 +226,14 @@ pub struct Client {
     write_timeout: Option<Option<Duration>>,
     broken: Option<String>,
     closed: bool,
+    /// Why the imitated MTA closed the milter connection itself (Postfix after a
+    /// session-level refusal or shutdown, Stalwart after any refusal).
+    closed_by_mta: Option<String>,
+    /// A quarantine asked for before end of message (Postfix): nothing more is
+    /// sent in the session but abort and quit.
+    held: Option<Vec<u8>>,
+    /// The last stage sent, for [`Client::failure_verdict`].
+    last_stage: Option<Stage>,
     session_started: bool,
     in_message: bool,
     /// A session-level decision (connect or HELO) that refuses or ends the session
@@ -277,10 +285,14 @@ impl Client {
             write_timeout: None,
             broken: None,
             closed: false,
+            closed_by_mta: None,
+            held: None,
+            last_stage: None,
             session_started: false,
             in_message: false,
             session_verdict: None,
         };
+        c.session.set_send_limit(profile.send_limit());
         let t = timeouts.command;
         c.flush(Activity::Negotiation, t)?;
         loop {
@@ -370,6 +382,29 @@ impl Client {
         &self.state.queue_id
     }
 
+    /// The reason of a quarantine the milter asked for before end of message
+    /// (only the Postfix profiles accept one there): Postfix then holds the
+    /// message and sends the milter nothing more in the session but abort and
+    /// quit, so every later stage call returns [`Response::Skipped`].
+    pub fn quarantined(&self) -> Option<&[u8]> {
+        self.held.as_deref()
+    }
+
+    /// Whether the imitated MTA has closed the milter connection itself, as
+    /// Postfix does after a refusal at connect or HELO, an accept there, or a
+    /// shutdown (`4`) anywhere, and Stalwart after any refusal. Stage calls then
+    /// fail as misuse; [`Client::abort`] and [`Client::quit`] send nothing.
+    pub fn closed_by_mta(&self) -> bool {
+        self.closed_by_mta.is_some()
+    }
+
+    /// What the imitated MTA would do with the message if the milter failed now,
+    /// at the last stage sent ([`Profile::failure_verdict`]).
+    pub fn failure_verdict(&self) -> Verdict {
+        self.profile
+            .failure_verdict(self.last_stage.unwrap_or(Stage::Connect))
+    }
+
     /// Sends connection information: the client's host name and address (`C`).
     ///
     /// With the Sendmail profile an IPv6 address is sent with the `IPv6:` prefix and
@@ -391,9 +426,10 @@ impl Client {
         self.in_message = false;
         self.state.phase = None;
         self.session_verdict = None;
+        self.held = None;
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let sendmail = self.profile == Profile::Sendmail;
+        let sendmail = self.profile.is_sendmail();
         let (family, port) = match addr {
             ClientAddress::Ip(SocketAddr::V4(a)) => {
                 let _ = write!(scratch, "{}", a.ip());
@@ -452,6 +488,7 @@ impl Client {
         self.state.sender.extend_from_slice(sender);
         self.state.rcpt.clear();
         self.state.msg_id = None;
+        self.state.queue_file_open = false;
         self.state.phase = Some(Stage::Mail);
         self.in_message = true;
         self.envelope_command(Stage::Mail, sender, args)
@@ -474,6 +511,12 @@ impl Client {
         self.state.rcpt.extend_from_slice(rcpt);
         self.advance(Stage::Rcpt);
         let r = self.envelope_command(Stage::Rcpt, rcpt, args)?;
+        if !matches!(
+            r.decision(),
+            Some(Decision::Reject | Decision::Tempfail | Decision::Reply(_))
+        ) {
+            self.state.queue_file_open = true;
+        }
         // A refused recipient does not end the message, and Sendmail still counts
         // a milter that discarded at RCPT as inside the message (it gets the abort).
         if matches!(r.decision(), Some(Decision::Accept | Decision::Shutdown)) {
@@ -610,22 +653,30 @@ impl Client {
         self.after_reply(what)?;
         self.in_message = false;
         self.state.phase = None;
+        self.close_if_mta_would(Stage::Eom, &result.decision);
         Ok(result)
     }
 
     /// Sends abort (`A`): the current message is abandoned. Never answered.
+    /// Sends nothing once the MTA closed the connection ([`Client::closed_by_mta`]).
     pub fn abort(&mut self) -> Result<(), ClientError> {
-        self.control(Command::Abort, "abort")?;
+        if self.closed_by_mta.is_none() {
+            self.control(Command::Abort, "abort")?;
+        }
         self.in_message = false;
         self.state.phase = None;
         Ok(())
     }
 
-    /// Sends quit (`Q`) and closes the connection. With the Postfix profile an abort
-    /// goes first, as Postfix sends one when the SMTP client quits (observed with
-    /// 3.7.11: `... E A A Q`).
+    /// Sends quit (`Q`) and closes the connection. With the Postfix profiles an
+    /// abort goes first, as Postfix sends one when the SMTP client quits (observed
+    /// with 3.7.11: `... E A A Q`). Sends nothing if the MTA already closed the
+    /// connection ([`Client::closed_by_mta`]).
     pub fn quit(mut self) -> Result<(), ClientError> {
-        if self.profile == Profile::Postfix && self.session_started {
+        if self.closed_by_mta.is_some() {
+            return Ok(());
+        }
+        if self.profile.is_postfix() && self.session_started {
             self.control(Command::Abort, "abort")?;
         }
         self.control(Command::Quit, "quit")?;
@@ -644,6 +695,7 @@ impl Client {
         self.in_message = false;
         self.state.phase = None;
         self.session_verdict = None;
+        self.held = None;
         Ok(())
     }
 
@@ -664,7 +716,9 @@ impl Client {
         let q = &mut self.state.queue_id;
         q.clear();
         let _ = match self.profile {
-            Profile::Sendmail => write!(q, "5A{:06X}{:06}", secs & 0xFF_FFFF, n % 1_000_000),
+            p if p.is_sendmail() => {
+                write!(q, "5A{:06X}{:06}", secs & 0xFF_FFFF, n % 1_000_000)
+            }
             _ => write!(q, "{:05X}{:05X}", secs & 0xF_FFFF, n & 0xF_FFFF),
         };
     }
@@ -689,6 +743,9 @@ impl Client {
     }
 
     fn check_usable(&self) -> Result<(), ClientError> {
+        if let Some(why) = &self.closed_by_mta {
+            return Err(ClientError::misuse(why.clone()));
+        }
         if self.closed {
             return Err(ClientError::misuse("the connection was closed"));
         }
@@ -708,9 +765,42 @@ impl Client {
         e
     }
 
+    /// Closes the connection where the imitated MTA closes it after `decision`
+    /// at `stage` (Postfix's `milter8_event` with `LIBMILTER_AUTO_DISCONNECT`:
+    /// after reject, tempfail, a reply or accept at connect or HELO, and after
+    /// shutdown anywhere; Stalwart: after any refusal, without quit).
+    fn close_if_mta_would(&mut self, stage: Stage, decision: &Decision) {
+        let closes = match self.profile {
+            p if p.is_postfix() => match decision {
+                Decision::Shutdown => true,
+                Decision::Reject | Decision::Tempfail | Decision::Reply(_) | Decision::Accept => {
+                    matches!(stage, Stage::Connect | Stage::Helo)
+                }
+                _ => false,
+            },
+            Profile::Stalwart => decision.is_final() && !matches!(decision, Decision::Accept),
+            _ => false,
+        };
+        if closes {
+            self.stream.shutdown();
+            self.closed = true;
+            self.closed_by_mta = Some(format!(
+                "{} closed the milter connection after {} at {stage}",
+                self.profile,
+                decision.name()
+            ));
+        }
+    }
+
     /// Writes the macro packet (if the profile sends one) and the command.
     fn send_stage(&mut self, stage: Stage, cmd: &Command<'_>) -> Result<Sent, ClientError> {
         self.check_usable()?;
+        // After skip, Postfix sends neither the macros nor the command; after an
+        // early quarantine it sends the milter nothing more but abort and quit.
+        if self.session.skipping() == Some(stage) || self.held.is_some() {
+            return Ok(Sent::Skipped);
+        }
+        self.last_stage = Some(stage);
         let skipped = self.negotiated.skipped.has(stage);
         self.wbuf.clear();
         MacroWriter {
@@ -738,18 +828,31 @@ impl Client {
             Sent::AwaitReply => {
                 let what = Activity::Stage(stage);
                 let t = self.timeouts.for_stage(Some(stage));
-                match self.read_received(what, t, None)? {
-                    Received::Decision(d) => {
-                        self.after_reply(what)?;
-                        Ok(Response::Replied(d))
+                loop {
+                    match self.read_received(what, t, None)? {
+                        Received::Decision(d) => {
+                            self.after_reply(what)?;
+                            self.close_if_mta_would(stage, &d);
+                            return Ok(Response::Replied(d));
+                        }
+                        // Only where the profile allows progress before end of
+                        // message (Postfix): keep waiting.
+                        Received::Progress => {}
+                        // Only where the profile allows it (Postfix): the
+                        // decision still follows.
+                        Received::Modification(Modification::Quarantine(reason)) => {
+                            self.held = Some(reason);
+                        }
+                        // The core session refuses other modifications outside
+                        // end of message, so this is not reached.
+                        other => {
+                            return Err(self.fail(ClientError::Protocol {
+                                during: what.to_string(),
+                                reason: format!("unexpected {other:?}"),
+                                bytes: Vec::new(),
+                            }))
+                        }
                     }
-                    // The core session refuses progress and modifications outside
-                    // end of message, so this is not reached.
-                    other => Err(self.fail(ClientError::Protocol {
-                        during: what.to_string(),
-                        reason: format!("unexpected {other:?}"),
-                        bytes: Vec::new(),
-                    })),
                 }
             }
         }

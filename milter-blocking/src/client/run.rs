@@ -202,10 +202,17 @@ impl Client {
     ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space),
     ///   end of headers, the body in chunks of at most 65535 bytes (skip stops the
     ///   body), end of message.
-    /// - The first final decision ends the message. Then the Postfix profile sends
-    ///   abort (as Postfix does after every transaction); the others send abort only
+    /// - The first final decision ends the message. Then the Postfix profiles send
+    ///   abort (as Postfix does after every transaction) unless Postfix closed the
+    ///   connection (a shutdown); Stalwart never does; the others send abort only
     ///   if the milter is still inside the message (all recipients refused, or a
     ///   discard at RCPT), as Sendmail does.
+    /// - Postfix: a quarantine before end of message holds the message; nothing
+    ///   more is sent but the abort, and the verdict is quarantine.
+    /// - Stalwart: the run of a milter configured at the DATA stage on a
+    ///   connection of its own (so only on a fresh client): accept before end of
+    ///   message means continue, a refused recipient refuses the message, header
+    ///   values are trimmed, no ESMTP arguments, no abort.
     ///
     /// Errors end the exchange; the steps so far are lost with it.
     ///
@@ -222,6 +229,11 @@ impl Client {
         envelope: &Envelope,
         message: &Message,
     ) -> Result<Transcript, ClientError> {
+        if self.profile == Profile::Stalwart && self.session_started {
+            return Err(ClientError::misuse(
+                "Stalwart opens a new milter connection for every run: open a new client",
+            ));
+        }
         let mut t = Transcript::new();
         if let Some(v) = &self.session_verdict {
             t.verdict = v.clone();
@@ -245,11 +257,42 @@ impl Client {
             }
         }
         self.transaction(&mut t, envelope, message)?;
-        if self.profile == Profile::Postfix || self.in_message {
+        let abort = match self.profile {
+            p if p.is_postfix() => true,
+            Profile::Stalwart => false,
+            _ => self.in_message,
+        };
+        if abort && !self.closed_by_mta() {
             self.abort()?;
             t.aborted = true;
         }
         Ok(t)
+    }
+
+    /// The verdict a decision at `stage` means for this MTA (`None`: go on).
+    fn verdict_at(&self, stage: Stage, d: &Decision) -> Option<Verdict> {
+        // Stalwart takes accept before end of message as continue.
+        if self.profile == Profile::Stalwart && stage != Stage::Eom && *d == Decision::Accept {
+            return None;
+        }
+        Verdict::from_decision(stage, d)
+    }
+
+    /// Ends the message as held if the milter asked for quarantine before end of
+    /// message (Postfix): the recipients from `first_unasked` on are accepted
+    /// without asking the milter. True if the message is over.
+    fn held_message(&self, t: &mut Transcript, first_unasked: usize, envelope: &Envelope) -> bool {
+        let Some(reason) = &self.held else {
+            return false;
+        };
+        t.accepted_rcpts
+            .extend(first_unasked..envelope.recipients.len());
+        if t.accepted_rcpts.is_empty() {
+            // Every recipient refused: the message is refused all the same.
+            return false;
+        }
+        t.verdict = Verdict::Quarantine(reason.clone());
+        true
     }
 
     /// Records a session-level decision; true if the session is over.
@@ -260,7 +303,7 @@ impl Client {
         r: &Response,
         envelope: &Envelope,
     ) -> bool {
-        let Some(v) = r.decision().and_then(|d| Verdict::from_decision(stage, d)) else {
+        let Some(v) = r.decision().and_then(|d| self.verdict_at(stage, d)) else {
             return false;
         };
         if v.is_delivered() {
@@ -277,12 +320,27 @@ impl Client {
         envelope: &Envelope,
         message: &Message,
     ) -> Result<(), ClientError> {
-        let r = self.mail_with_args(envelope.sender.address.as_bytes(), &envelope.sender.args)?;
+        if self.held_message(t, 0, envelope) {
+            return Ok(());
+        }
+        // Stalwart sends no ESMTP arguments.
+        let stalwart = self.profile == Profile::Stalwart;
+        fn args(a: &Address, stalwart: bool) -> &[String] {
+            if stalwart {
+                &[]
+            } else {
+                &a.args
+            }
+        }
+        let r = self.mail_with_args(
+            envelope.sender.address.as_bytes(),
+            args(&envelope.sender, stalwart),
+        )?;
         t.push(Stage::Mail, 0, &r);
-        if let Some(v) = r
-            .decision()
-            .and_then(|d| Verdict::from_decision(Stage::Mail, d))
-        {
+        if self.held_message(t, 0, envelope) {
+            return Ok(());
+        }
+        if let Some(v) = r.decision().and_then(|d| self.verdict_at(Stage::Mail, d)) {
             if v.is_delivered() {
                 t.accepted_rcpts = (0..envelope.recipients.len()).collect();
             }
@@ -291,13 +349,23 @@ impl Client {
         }
         let mut refusal: Option<Verdict> = None;
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let r = self.rcpt_with_args(rcpt.address.as_bytes(), &rcpt.args)?;
+            let r = self.rcpt_with_args(rcpt.address.as_bytes(), args(rcpt, stalwart))?;
             t.push(Stage::Rcpt, i, &r);
-            match r
-                .decision()
-                .and_then(|d| Verdict::from_decision(Stage::Rcpt, d))
-            {
-                None => t.accepted_rcpts.push(i),
+            let verdict = r.decision().and_then(|d| self.verdict_at(Stage::Rcpt, d));
+            if verdict.is_none() {
+                t.accepted_rcpts.push(i);
+            }
+            if self.held_message(t, i + 1, envelope) {
+                return Ok(());
+            }
+            match verdict {
+                None => {}
+                // Stalwart: a refused recipient ends the run, and the message.
+                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. })) if stalwart => {
+                    t.accepted_rcpts.clear();
+                    t.verdict = v;
+                    return Ok(());
+                }
                 Some(Verdict::Accept) => {
                     t.accepted_rcpts.extend(i..envelope.recipients.len());
                     t.verdict = Verdict::Accept;
@@ -332,7 +400,11 @@ impl Client {
             .protocol
             .contains(ProtocolOpts::HEADER_LEADING_SPACE);
         for (i, h) in message.headers.iter().enumerate() {
-            let r = self.header(&h.name, h.value_for_milter(leading_space))?;
+            let r = if stalwart {
+                self.header(h.name.trim_ascii(), h.value_trimmed())?
+            } else {
+                self.header(&h.name, h.value_for_milter(leading_space))?
+            };
             t.push(Stage::Header, i, &r);
             if self.message_final(t, Stage::Header, &r) {
                 return Ok(());
@@ -372,7 +444,11 @@ impl Client {
 
     /// Records a final decision for the message; true if the message is over.
     fn message_final(&mut self, t: &mut Transcript, stage: Stage, r: &Response) -> bool {
-        match r.decision().and_then(|d| Verdict::from_decision(stage, d)) {
+        if self.held.is_some() {
+            t.verdict = Verdict::Quarantine(self.held.clone().unwrap_or_default());
+            return true;
+        }
+        match r.decision().and_then(|d| self.verdict_at(stage, d)) {
             Some(v) => {
                 t.verdict = v;
                 true
