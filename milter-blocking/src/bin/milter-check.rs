@@ -7,8 +7,22 @@
 //! ```
 //!
 //! It prints what was negotiated, each stage's reply, the modifications and the
-//! verdict; `--output FILE` writes the message as the MTA would queue it. Errors are
-//! reported in one line on standard error.
+//! verdict; `--output FILE` writes the message as the MTA would queue it (with
+//! Postfix's rules, or Sendmail's for the Sendmail profiles). Headers print as
+//! `Name: value`, with no extra space when the value keeps its own leading space.
+//!
+//! `--profile` chooses the MTA to imitate: `postfix` (Postfix 3.7, the default;
+//! also `postfix-3.7`), `postfix-3.11`, `sendmail` (Sendmail 8.17; also
+//! `sendmail-8.17`), `sendmail-8.18`, `stalwart` (its run of a milter at the DATA
+//! stage) or `minimal` (a plain protocol driver). The profile decides the offer,
+//! the macros, what is tolerated from the milter, when the connection is closed,
+//! and what happens when the milter fails: then a `verdict:` line says what that
+//! MTA does with the message (Postfix 3.7 tempfails it, 3.11 drops the SMTP
+//! session, Sendmail goes on without the milter, Stalwart tempfails), and the
+//! exit status is the failure's. A peer that is not a milter (clamd, an HTTP or
+//! SMTP server, TLS) is named as such in the error.
+//!
+//! Errors are reported in one line on standard error.
 //!
 //! Exit status:
 //!
@@ -37,6 +51,18 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The names `--profile` takes ([`Profile::name`], plus the versioned aliases).
+const PROFILE_NAMES: [&str; 8] = [
+    "postfix",
+    "postfix-3.7",
+    "postfix-3.11",
+    "sendmail",
+    "sendmail-8.17",
+    "sendmail-8.18",
+    "stalwart",
+    "minimal",
+];
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -102,8 +128,9 @@ struct Cli {
     #[arg(short, long = "macro", value_name = "[STAGE:]NAME=VALUE")]
     macros: Vec<String>,
 
-    /// The MTA to imitate: its offer, macros, aborts and timeouts
-    #[arg(short, long, value_name = "MTA", default_value = "postfix", value_parser = ["postfix", "sendmail"])]
+    /// The MTA to imitate: its offer, macros, aborts, timeouts, and what it does
+    /// when the milter fails (postfix is Postfix 3.7, sendmail is Sendmail 8.17)
+    #[arg(short, long, value_name = "MTA", default_value = "postfix", value_parser = PROFILE_NAMES)]
     profile: String,
 
     /// Offer this protocol version (2, 3, 4 or 6) with Postfix's masks for it
@@ -234,14 +261,25 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
     if !cli.quiet {
         print_negotiation(&mut out, client.negotiated());
     }
-    let transcript = client.send_message(&envelope, &message)?;
+    let transcript = match client.send_message(&envelope, &message) {
+        Ok(t) => t,
+        Err(e) => {
+            // Say what the imitated MTA would do, then fail with the error's code.
+            let _ = writeln!(
+                out,
+                "verdict: {} (what {profile} does when the milter fails)",
+                client.failure_verdict()
+            );
+            return Err(e.into());
+        }
+    };
     // The verdict is known; a failing quit does not change it.
     let _ = client.quit();
     if !cli.quiet {
         print_transcript(&mut out, &transcript, &envelope, &message);
     }
     let _ = writeln!(out, "verdict: {}", transcript.verdict);
-    let rules = if profile == Profile::Sendmail {
+    let rules = if profile.is_sendmail() {
         ApplyRules::Sendmail
     } else {
         ApplyRules::Postfix
@@ -372,7 +410,7 @@ fn step_detail(step: &Step, env: &Envelope, msg: &Message) -> String {
         Stage::Header => msg
             .headers
             .get(step.index)
-            .map(|h| format!("{}: {}", String::from_utf8_lossy(&h.name), lossy(h.value())))
+            .map(|h| header_text(&h.name, &h.raw_value))
             .unwrap_or_default(),
         Stage::Body => {
             let n = msg.body_chunks().len();
@@ -437,6 +475,17 @@ fn print_transcript(out: &mut impl Write, t: &Transcript, env: &Envelope, msg: &
     }
 }
 
+/// `name: value` with one space after the colon, or none if the value keeps its
+/// own leading white space (`HDR_LEADSPC`, or a header written `Name:  value`).
+fn header_text(name: &[u8], value: &[u8]) -> String {
+    let sep = if value.first().is_some_and(u8::is_ascii_whitespace) {
+        ":"
+    } else {
+        ": "
+    };
+    format!("{}{sep}{}", lossy(name), lossy(value))
+}
+
 fn with_args(addr: &[u8], args: &Option<Vec<u8>>) -> String {
     match args {
         Some(a) => format!("{} {}", lossy(addr), lossy(a)),
@@ -447,20 +496,17 @@ fn with_args(addr: &[u8], args: &Option<Vec<u8>>) -> String {
 fn describe(m: &Modification) -> String {
     match m {
         Modification::AddHeader { name, value } => {
-            format!("add header      {}: {}", lossy(name), lossy(value))
+            format!("add header      {}", header_text(name, value))
         }
         Modification::InsertHeader { index, name, value } => {
-            format!(
-                "insert header   [{index}] {}: {}",
-                lossy(name),
-                lossy(value)
-            )
+            format!("insert header   [{index}] {}", header_text(name, value))
         }
         Modification::ChangeHeader { index, name, value } if value.is_empty() => {
             format!("delete header   {}[{index}]", lossy(name))
         }
         Modification::ChangeHeader { index, name, value } => {
-            format!("change header   {}[{index}]: {}", lossy(name), lossy(value))
+            let name = format!("{}[{index}]", lossy(name));
+            format!("change header   {}", header_text(name.as_bytes(), value))
         }
         Modification::AddRcpt(r) => format!("add rcpt        {}", lossy(r)),
         Modification::AddRcptWithArgs { rcpt, args } => {

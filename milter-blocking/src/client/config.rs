@@ -25,7 +25,7 @@ use std::time::Duration;
 /// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
 /// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list | only when there are pairs to send |
 /// | default macros | `milter_*_macros` of `postconf -d` | the m4 kit's `confMILTER_MACROS_*` | `j {daemon_name} {client_addr} {client_port} {client_ptr}`, `{mail_addr}`, `{rcpt_addr}` | none |
-/// | queue id `i` | from the second RCPT on (its queue file opens after the first accepted recipient; `i` at RCPT, DATA, headers and end of headers; `{i}` at body and end of message) | at MAIL | never | only if the caller sets it |
+/// | queue id `i` | from the second RCPT on and at DATA, each header, end of headers, body and end of message, always named `i` (its queue file opens after the first accepted recipient; `{i}` only if the milter's symbol list names it so) | at MAIL | never | only if the caller sets it |
 /// | header values | as in the message (one leading space removed unless `HDR_LEADSPC`) | the same | trimmed at both ends, folds as CRLF | like Postfix |
 /// | ESMTP arguments of MAIL and RCPT | sent | sent | not sent | sent |
 /// | after reject, tempfail or a reply at connect or HELO, accept at connect or HELO, or `4` anywhere | closes the milter connection at once | goes on (`Q` at the end) | closes after any final decision | goes on |
@@ -52,10 +52,11 @@ use std::time::Duration;
 /// Stalwart opens one milter connection for each stage a milter is configured
 /// for (by default only DATA) and replays the earlier stages on each: connect,
 /// HELO, MAIL and every recipient so far, then for DATA the whole message, and
-/// quits. [`Client::send_message`] with this profile is the DATA-stage run; a run
-/// for an earlier stage is the same run cut short, on a connection of its own
-/// (`milter-check --stages`). Stalwart sends end of headers even to a milter that
-/// negotiated it away, which this profile does not imitate.
+/// quits. [`Client::send_message`] with this profile is the DATA-stage run on a
+/// fresh client; a run for an earlier stage is the same run cut short (connect,
+/// HELO, MAIL, the recipients so far), on a client of its own, driven stage by
+/// stage. Stalwart sends end of headers even to a milter that negotiated it
+/// away, which this profile does not imitate.
 ///
 /// ```
 /// use milter_blocking::client::Profile;

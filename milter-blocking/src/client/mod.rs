@@ -100,6 +100,7 @@ mod eom;
 mod error;
 mod macros;
 mod message;
+mod peer;
 mod run;
 mod stream;
 
@@ -311,7 +312,10 @@ impl Client {
                     }
                 }
                 Ok(None) => c.fill(Activity::Negotiation, t, None)?,
-                Err(e) => return Err(c.fail(decode_error(e, Activity::Negotiation))),
+                Err(e) => {
+                    let e = decode_error(e, Activity::Negotiation, c.decoder.pending());
+                    return Err(c.fail(e));
+                }
             }
         }
         if c.decoder.buffered() > 0 {
@@ -962,6 +966,10 @@ impl Client {
             let spare = self.decoder.spare();
             match self.stream.read(spare) {
                 Ok(0) => {
+                    if let Some(peer) = peer::not_a_milter(self.decoder.pending()) {
+                        let e = not_a_milter(peer, what, self.decoder.pending());
+                        return Err(self.fail(e));
+                    }
                     let during = if self.decoder.buffered() > 0 {
                         format!("the reply to {what} (in the middle of a packet)")
                     } else {
@@ -999,15 +1007,31 @@ impl Client {
                     return r.map_err(|e| self.fail(e));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(self.fail(decode_error(e, what))),
+                Err(e) => {
+                    let e = decode_error(e, what, self.decoder.pending());
+                    return Err(self.fail(e));
+                }
             }
             self.fill(what, timeout, deadline)?;
         }
     }
 }
 
-/// A packet that does not frame: the length prefix is the offending bytes.
-fn decode_error(e: milter_core::DecodeError, what: Activity) -> ClientError {
+/// A peer recognised as not a milter from the bytes it sent.
+fn not_a_milter(peer: String, what: Activity, pending: &[u8]) -> ClientError {
+    ClientError::NotAMilter {
+        during: what.to_string(),
+        peer,
+        bytes: pending[..pending.len().min(64)].to_vec(),
+    }
+}
+
+/// A packet that does not frame: the length prefix is the offending bytes,
+/// unless what is `pending` shows a peer that is not a milter.
+fn decode_error(e: milter_core::DecodeError, what: Activity, pending: &[u8]) -> ClientError {
+    if let Some(peer) = peer::not_a_milter(pending) {
+        return not_a_milter(peer, what, pending);
+    }
     let bytes = match &e {
         milter_core::DecodeError::ZeroLength => vec![0; 4],
         milter_core::DecodeError::FrameTooLarge { payload, .. } => u32::try_from(payload + 1)

@@ -1,0 +1,482 @@
+//! The client where Postfix, Sendmail and Stalwart differ, each rule against a
+//! scripted milter: what is sent (queue id, macros, headers, packets after a
+//! refusal) and what is tolerated from the milter (progress, skip, quarantine,
+//! reply texts, old versions, peers that are not milters).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] fns.
+
+#[path = "data/harness.rs"]
+mod harness;
+
+use harness::{continue_all, optneg, optneg_version, packet, spawn_pair, spawn_scripted, watchdog};
+use milter_blocking::client::{
+    Client, ClientAddress, ClientError, Decision, Envelope, ErrorKind, Message, Profile, Response,
+    Timeouts, Verdict,
+};
+use milter_blocking::{ProtocolOpts, Spec, Stage};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn client(profile: Profile, s: UnixStream) -> Result<Client, ClientError> {
+    Client::builder()
+        .profile(profile)
+        .timeouts(Timeouts::uniform(Duration::from_secs(5)))
+        .over_stream(s)
+}
+
+fn cont() -> Vec<u8> {
+    packet(b'c', b"")
+}
+
+fn has_i(pairs: &[(String, String)]) -> bool {
+    pairs.iter().any(|(n, v)| n == "i" && !v.is_empty())
+}
+
+#[test]
+fn postfix_sends_the_queue_id_from_the_second_recipient_on() {
+    watchdog(LIMIT, || {
+        let (s, log, t) = spawn_pair(Spec::ALL_STAGES, continue_all);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        let env = Envelope::new("a@x").rcpt("b@x").rcpt("c@x").rcpt("d@x");
+        c.send_message(&env, &Message::parse(b"Subject: s\n\nbody\n"))
+            .unwrap();
+        c.quit().unwrap();
+        t.join().unwrap();
+        let rcpt = log.macros(b'R');
+        let with_i: Vec<bool> = rcpt.iter().map(|p| has_i(p)).collect();
+        assert_eq!(with_i, [false, true, true]);
+        assert!(has_i(&log.macros(b'T')[0]));
+    });
+}
+
+#[test]
+fn postfix_sends_the_queue_id_before_headers_at_every_version() {
+    watchdog(LIMIT, || {
+        for version in [2, 4, 6] {
+            let (s, log, t) = spawn_pair(Spec::ALL_STAGES, continue_all);
+            let mut c = Client::builder()
+                .offer_version(version)
+                .timeouts(Timeouts::uniform(Duration::from_secs(5)))
+                .over_stream(s)
+                .unwrap();
+            let env = Envelope::new("a@x").rcpt("b@x");
+            c.send_message(&env, &Message::parse(b"A: 1\nB: 2\n\nbody\n"))
+                .unwrap();
+            c.quit().unwrap();
+            t.join().unwrap();
+            let headers = log.macros(b'L');
+            assert_eq!(headers.len(), 2, "v{version}");
+            assert!(headers.iter().all(|p| has_i(p)), "v{version}: {headers:?}");
+            assert!(has_i(&log.macros(b'N')[0]), "v{version}");
+        }
+    });
+}
+
+#[test]
+fn progress_before_end_of_message_is_ignored_by_postfix_only() {
+    watchdog(LIMIT, || {
+        let answer = |code: u8, _: &[u8]| {
+            if code == b'R' {
+                [packet(b'p', b""), packet(b'p', b""), cont()].concat()
+            } else {
+                cont()
+            }
+        };
+        let (s, _log, t) = spawn_scripted(optneg(0, 0), answer);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        c.mail("<a@x>").unwrap();
+        assert_eq!(
+            c.rcpt("<b@x>").unwrap(),
+            Response::Replied(Decision::Continue)
+        );
+        assert_eq!(c.data().unwrap(), Response::Replied(Decision::Continue));
+        c.quit().unwrap();
+        t.join().unwrap();
+
+        // Sendmail puts the milter in its error state.
+        let (s, _log, t) = spawn_scripted(optneg(0, 0), answer);
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        c.mail("<a@x>").unwrap();
+        let e = c.rcpt("<b@x>").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+        drop(c);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn postfix_skip_at_a_header_skips_the_other_headers() {
+    watchdog(LIMIT, || {
+        let mut headers_seen = 0;
+        let answer = move |code: u8, _: &[u8]| {
+            if code == b'L' {
+                headers_seen += 1;
+                if headers_seen == 1 {
+                    return packet(b's', b"");
+                }
+            }
+            cont()
+        };
+        let (s, log, t) = spawn_scripted(optneg(0, ProtocolOpts::SKIP.bits()), answer);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        let msg = Message::parse(b"A: 1\nB: 2\nC: 3\nD: 4\nE: 5\n\nbody\n");
+        let tr = c
+            .send_message(&Envelope::new("a@x").rcpt("b@x"), &msg)
+            .unwrap();
+        c.quit().unwrap();
+        t.join().unwrap();
+        assert_eq!(tr.verdict, Verdict::Accept);
+        let headers: Vec<&Response> = tr
+            .steps
+            .iter()
+            .filter(|s| s.stage == Stage::Header)
+            .map(|s| &s.response)
+            .collect();
+        assert_eq!(headers[0], &Response::Replied(Decision::Skip));
+        assert!(headers[1..].iter().all(|r| **r == Response::Skipped));
+        // One header and its macros; end of headers goes out again.
+        let codes = log.codes();
+        let from_data: Vec<&str> = codes
+            .iter()
+            .skip_while(|c| *c != "T")
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            from_data,
+            ["T", "DL", "L", "DN", "N", "DB", "B", "DE", "E", "A", "A", "Q"]
+        );
+
+        // Sendmail refuses it (this client does not imitate Sendmail's skip
+        // outside the body).
+        let (s, _log, t) = spawn_scripted(optneg(0, ProtocolOpts::SKIP.bits()), |code, _| {
+            if code == b'L' {
+                packet(b's', b"")
+            } else {
+                cont()
+            }
+        });
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        assert!(c
+            .send_message(&Envelope::new("a@x").rcpt("b@x"), &msg)
+            .is_err());
+        drop(c);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn postfix_holds_the_message_after_a_quarantine_at_rcpt() {
+    watchdog(LIMIT, || {
+        let answer = |code: u8, _: &[u8]| {
+            if code == b'R' {
+                [packet(b'q', b"suspicious\0"), cont()].concat()
+            } else {
+                cont()
+            }
+        };
+        let (s, log, t) = spawn_scripted(optneg(0x1FF, 0), answer);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        let env = Envelope::new("a@x").rcpt("b@x").rcpt("c@x");
+        let tr = c
+            .send_message(&env, &Message::parse(b"Subject: s\n\nbody\n"))
+            .unwrap();
+        assert_eq!(tr.verdict, Verdict::Quarantine(b"suspicious".to_vec()));
+        assert_eq!(tr.accepted_rcpts, [0, 1]);
+        assert_eq!(c.quarantined(), Some(&b"suspicious"[..]));
+        c.quit().unwrap();
+        t.join().unwrap();
+        // No second RCPT, no DATA, no message: abort and quit only.
+        assert_eq!(
+            log.codes(),
+            ["O", "DC", "C", "DH", "H", "DM", "M", "DR", "R", "A", "A", "Q"]
+        );
+
+        let (s, _log, t) = spawn_scripted(optneg(0x1FF, 0), answer);
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        c.mail("<a@x>").unwrap();
+        assert_eq!(c.rcpt("<b@x>").unwrap_err().kind(), ErrorKind::Protocol);
+        drop(c);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn postfix_closes_the_connection_after_a_session_refusal_or_shutdown() {
+    watchdog(LIMIT, || {
+        for (stage, reply) in [
+            (b'C', packet(b'r', b"")),
+            (b'C', packet(b'y', b"554 5.7.1 go away\0")),
+            (b'H', packet(b't', b"")),
+            (b'C', packet(b'a', b"")),
+            (b'M', packet(b'4', b"")),
+        ] {
+            let r = reply.clone();
+            let (s, log, t) =
+                spawn_scripted(
+                    optneg(0, 0),
+                    move |code, _| {
+                        if code == stage {
+                            r.clone()
+                        } else {
+                            cont()
+                        }
+                    },
+                );
+            let mut c = client(Profile::Postfix, s).unwrap();
+            let env = Envelope::new("a@x").rcpt("b@x");
+            let msg = Message::parse(b"Subject: s\n\nbody\n");
+            let tr = c.send_message(&env, &msg).unwrap();
+            assert!(c.closed_by_mta(), "{}", stage as char);
+            assert!(!tr.aborted);
+            assert!(c.mail("<a@x>").is_err());
+            c.quit().unwrap();
+            // The milter saw the end of input right after the command.
+            t.join().unwrap();
+            let codes = log.codes();
+            assert_eq!(
+                codes.last().map(String::as_str),
+                Some((stage as char).to_string().as_str()),
+                "{codes:?}"
+            );
+        }
+
+        // Sendmail goes on and quits.
+        let (s, log, t) = spawn_scripted(optneg(0, 0), |code, _| {
+            if code == b'C' {
+                packet(b'r', b"")
+            } else {
+                cont()
+            }
+        });
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        c.connect("h", &ClientAddress::default()).unwrap();
+        assert!(!c.closed_by_mta());
+        c.quit().unwrap();
+        t.join().unwrap();
+        assert_eq!(log.codes().last().map(String::as_str), Some("Q"));
+    });
+}
+
+#[test]
+fn postfix_accepts_reply_lines_with_different_codes() {
+    watchdog(LIMIT, || {
+        let text = b"550-5.7.1 first\r\n551 5.7.1 second\0";
+        let (s, _log, t) = spawn_scripted(optneg(0, 0), |_, _| packet(b'y', text));
+        let mut c = client(Profile::Postfix, s).unwrap();
+        let r = c.mail("<a@x>").unwrap();
+        assert_eq!(r.reply_code(), Some(550));
+        c.quit().unwrap();
+        t.join().unwrap();
+
+        let (s, _log, t) = spawn_scripted(optneg(0, 0), |_, _| packet(b'y', text));
+        let mut c = client(Profile::Minimal, s).unwrap();
+        let e = c.mail("<a@x>").unwrap_err();
+        assert!(e.to_string().contains("first line's code"), "{e}");
+        drop(c);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn negotiation_versions_0_and_1() {
+    watchdog(LIMIT, || {
+        // Postfix: accepted, the offered version's events are sent.
+        for v in [0, 1] {
+            let (s, log, t) = spawn_scripted(optneg_version(v, 0, 0), |_, _| cont());
+            let mut c = client(Profile::Postfix, s).unwrap();
+            assert_eq!(c.negotiated().version, v);
+            c.mail("<a@x>").unwrap();
+            assert_eq!(c.data().unwrap(), Response::Replied(Decision::Continue));
+            c.quit().unwrap();
+            t.join().unwrap();
+            assert!(log.codes().contains(&"T".to_string()));
+        }
+        // Sendmail: 0 is taken as version 2 (no DATA), 1 is refused.
+        let (s, _log, t) = spawn_scripted(optneg_version(0, 0, 0), |_, _| cont());
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        assert_eq!(c.data().unwrap(), Response::Skipped);
+        c.quit().unwrap();
+        t.join().unwrap();
+        let (s, _log, t) = spawn_scripted(optneg_version(1, 0, 0), |_, _| cont());
+        assert_eq!(
+            client(Profile::Sendmail, s).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn an_unterminated_last_line_gets_its_crlf() {
+    watchdog(LIMIT, || {
+        let (s, log, t) = spawn_pair(Spec::ALL_STAGES, continue_all);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        let msg = Message::parse(b"Subject: s\n\nline one\nlast line");
+        c.send_message(&Envelope::new("a@x").rcpt("b@x"), &msg)
+            .unwrap();
+        c.quit().unwrap();
+        t.join().unwrap();
+        let body: Vec<Vec<u8>> = log
+            .packets()
+            .into_iter()
+            .filter(|(code, _)| *code == b'B')
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(body, [b"line one\r\nlast line\r\n".to_vec()]);
+    });
+}
+
+#[test]
+fn postfix_sends_a_header_over_65535_bytes_and_sendmail_does_not() {
+    watchdog(LIMIT, || {
+        let long = "x".repeat(70_000);
+        let (s, log, t) = spawn_pair(Spec::ALL_STAGES, continue_all);
+        let mut c = client(Profile::Postfix, s).unwrap();
+        c.connect("h", &ClientAddress::default()).unwrap();
+        c.mail("<a@x>").unwrap();
+        c.rcpt("<b@x>").unwrap();
+        c.data().unwrap();
+        assert_eq!(
+            c.header("X-Long", &long).unwrap(),
+            Response::Replied(Decision::Continue)
+        );
+        c.quit().unwrap();
+        t.join().unwrap();
+        let sent = log
+            .packets()
+            .into_iter()
+            .find(|(code, _)| *code == b'L')
+            .unwrap();
+        assert_eq!(sent.1.len(), "X-Long".len() + 1 + long.len() + 1);
+
+        let (s, _log, t) = spawn_pair(Spec::ALL_STAGES, continue_all);
+        let mut c = client(Profile::Sendmail, s).unwrap();
+        c.connect("h", &ClientAddress::default()).unwrap();
+        c.mail("<a@x>").unwrap();
+        c.rcpt("<b@x>").unwrap();
+        c.data().unwrap();
+        let e = c.header("X-Long", &long).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse, "{e}");
+        c.quit().unwrap();
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn stalwart_profile() {
+    watchdog(LIMIT, || {
+        let (s, log, t) = spawn_scripted(
+            optneg(0xFF, ProtocolOpts::HEADER_LEADING_SPACE.bits()),
+            |_, _| cont(),
+        );
+        let mut c = client(Profile::Stalwart, s).unwrap();
+        assert_eq!(c.offer().actions.bits(), 0xFF);
+        assert_eq!(c.offer().protocol.bits(), 0x42);
+        let env = Envelope::new("a@x SIZE=10").rcpt("b@x NOTIFY=NEVER");
+        let msg = Message::parse(b"Subject:  two spaces \nTo: a,\n b\n\nbody\n");
+        let tr = c.send_message(&env, &msg).unwrap();
+        assert_eq!(tr.verdict, Verdict::Accept);
+        assert!(!tr.aborted);
+        // One run per connection.
+        assert_eq!(
+            c.send_message(&env, &msg).unwrap_err().kind(),
+            ErrorKind::Misuse
+        );
+        c.quit().unwrap();
+        t.join().unwrap();
+        assert_eq!(
+            log.codes(),
+            ["O", "DC", "C", "DH", "H", "DM", "M", "DR", "R", "T", "L", "L", "N", "B", "E", "Q"]
+        );
+        let packets = log.packets();
+        let payload = |code: u8| -> Vec<Vec<u8>> {
+            packets
+                .iter()
+                .filter(|(c, _)| *c == code)
+                .map(|(_, p)| p.clone())
+                .collect()
+        };
+        // No ESMTP arguments; header values trimmed, even with HDR_LEADSPC.
+        assert_eq!(payload(b'M'), [b"<a@x>\0".to_vec()]);
+        assert_eq!(payload(b'R'), [b"<b@x>\0".to_vec()]);
+        assert_eq!(
+            payload(b'L'),
+            [
+                b"Subject\0two spaces\0".to_vec(),
+                b"To\0a,\r\n b\0".to_vec()
+            ]
+        );
+        // No queue id anywhere.
+        for code in [b'C', b'H', b'M', b'R'] {
+            assert!(log.macros(code).iter().all(|p| !has_i(p)));
+        }
+
+        // A refused recipient refuses the message, and Stalwart drops the
+        // connection without quit.
+        let (s, log, t) = spawn_scripted(optneg(0xFF, 0), |code, _| {
+            if code == b'R' {
+                packet(b'r', b"")
+            } else {
+                cont()
+            }
+        });
+        let mut c = client(Profile::Stalwart, s).unwrap();
+        let env = Envelope::new("a@x").rcpt("b@x").rcpt("c@x");
+        let tr = c.send_message(&env, &msg).unwrap();
+        assert!(matches!(
+            tr.verdict,
+            Verdict::Reject {
+                stage: Stage::Rcpt,
+                ..
+            }
+        ));
+        assert!(tr.accepted_rcpts.is_empty());
+        c.quit().unwrap();
+        t.join().unwrap();
+        assert_eq!(log.codes().last().map(String::as_str), Some("R"));
+    });
+}
+
+/// A peer that answers the first bytes it reads with `answer` (or sends it at
+/// once, as an SMTP server does) and closes.
+fn fake_peer(answer: &'static [u8], first: bool) -> (UnixStream, std::thread::JoinHandle<()>) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        if !first {
+            let mut buf = [0u8; 64];
+            let _ = b.read(&mut buf);
+        }
+        let _ = b.write_all(answer);
+    });
+    (a, t)
+}
+
+#[test]
+fn a_peer_that_is_not_a_milter_is_named() {
+    watchdog(LIMIT, || {
+        for (answer, first, named) in [
+            (&b"UNKNOWN COMMAND\n"[..], false, "clamd"),
+            (
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+                false,
+                "an HTTP server",
+            ),
+            (b"220 mx.example.org ESMTP\r\n", true, "an SMTP server"),
+            (
+                &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32],
+                false,
+                "a TLS server",
+            ),
+        ] {
+            let (s, t) = fake_peer(answer, first);
+            let e = client(Profile::Postfix, s).unwrap_err();
+            t.join().unwrap();
+            assert!(matches!(e, ClientError::NotAMilter { .. }), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+            assert!(e.to_string().contains(named), "{e}");
+        }
+    });
+}
