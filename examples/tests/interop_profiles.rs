@@ -140,8 +140,8 @@ fn via_smtp(smtp_addr: SocketAddr, milter: &Milter_, sink: &SmtpSink) -> TapSess
     let before = milter.tap.session_count();
     let mut smtp = SmtpClient::connect(smtp_addr).expect("smtp connect");
     smtp.ehlo("client.example.test").expect("ehlo");
-    smtp.mail_from("<a@example.test>", &[]).expect("mail");
-    smtp.rcpt_to("<b@example.test>", &[]).expect("rcpt");
+    smtp.mail_from("a@example.test", &[]).expect("mail");
+    smtp.rcpt_to("b@example.test", &[]).expect("rcpt");
     let r = smtp.data(MESSAGE.as_bytes()).expect("data");
     assert!(r.final_reply().is_positive(), "{:?}", r.final_reply());
     let _ = smtp.quit();
@@ -215,4 +215,160 @@ fn sendmail_profile_matches_sendmail() {
     drop(mta);
     let ours = via_client(Profile::Sendmail, &milter);
     compare("Sendmail", &real, &ours);
+}
+
+/// A milter that answers by a script chosen by the envelope sender of each
+/// connection, for replies no milter library sends: `skip@` gets progress and
+/// then continue at each RCPT and skip at the first header; `hold@` gets
+/// quarantine and then continue at the first RCPT; `shutdown@` gets `4` at MAIL;
+/// anything else continues.
+fn start_scripted_milter() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || scripted_session(stream));
+        }
+    });
+    addr
+}
+
+fn scripted_session(mut stream: std::net::TcpStream) {
+    use milter_blocking::core::frame::{encode_frame, FrameDecoder};
+    use std::io::{Read, Write};
+    let mut frames = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut sender, mut rcpts, mut headers) = (String::new(), 0, 0);
+    loop {
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = frames.next_frame() {
+            let (code, payload) = (f.code, f.payload.to_vec());
+            let mut reply = |code: u8, data: &[u8]| encode_frame(&mut out, code, &[data]);
+            match code {
+                b'O' => {
+                    let mut o = 6u32.to_be_bytes().to_vec();
+                    o.extend_from_slice(&0x1FFu32.to_be_bytes());
+                    o.extend_from_slice(&milter_blocking::ProtocolOpts::SKIP.bits().to_be_bytes());
+                    reply(b'O', &o);
+                }
+                b'D' | b'A' => {}
+                b'Q' => return,
+                b'M' => {
+                    sender = String::from_utf8_lossy(&payload).into_owned();
+                    reply(
+                        if sender.starts_with("<shutdown@") {
+                            b'4'
+                        } else {
+                            b'c'
+                        },
+                        b"",
+                    );
+                }
+                b'R' => {
+                    rcpts += 1;
+                    if sender.starts_with("<skip@") {
+                        reply(b'p', b"");
+                    } else if sender.starts_with("<hold@") && rcpts == 1 {
+                        reply(b'q', b"held by script\0");
+                    }
+                    reply(b'c', b"");
+                }
+                b'L' => {
+                    headers += 1;
+                    let skip = sender.starts_with("<skip@") && headers == 1;
+                    reply(if skip { b's' } else { b'c' }, b"");
+                }
+                _ => reply(b'c', b""),
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => frames.push(&buf[..n]),
+        }
+    }
+}
+
+/// The same unusual replies through Postfix and through the client: progress
+/// before end of message (ignored), skip at a header (the other headers are not
+/// sent), quarantine at RCPT (nothing more is sent), shutdown at MAIL (the
+/// connection is closed at once), and the queue id at the second RCPT.
+#[test]
+fn postfix_profile_matches_postfix_on_unusual_replies() {
+    const TEST: &str = "postfix_profile_matches_postfix_on_unusual_replies";
+    if let Some(reason) = postfix::unavailable() {
+        missing_prerequisite(TEST, &reason);
+        return;
+    }
+    let tap = MilterTap::start(start_scripted_milter()).expect("tap");
+    let sink = SmtpSink::start().expect("sink");
+    let config = PostfixConfig {
+        milter: format!("inet:127.0.0.1:{}", tap.addr().port()),
+        relay: sink.addr(),
+        extra_main_cf: Vec::new(),
+    };
+    let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
+    let senders = [
+        "skip@example.test",
+        "hold@example.test",
+        "shutdown@example.test",
+    ];
+    let mut real = Vec::new();
+    for sender in senders {
+        let before = tap.session_count();
+        let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
+        smtp.ehlo("client.example.test").expect("ehlo");
+        let r = smtp.mail_from(sender, &[]).expect("mail");
+        if r.is_positive() {
+            for rcpt in ["b1@example.test", "b2@example.test"] {
+                smtp.rcpt_to(rcpt, &[]).expect("rcpt");
+            }
+            let r = smtp.data(MESSAGE.as_bytes()).expect("data");
+            assert!(r.final_reply().is_positive(), "{:?}", r.final_reply());
+            let _ = smtp.quit();
+        }
+        let sessions = tap.wait_closed_from(before, Duration::from_secs(30));
+        let session = sessions
+            .into_iter()
+            .find(|s| s.command_codes().contains('M'))
+            .expect("the MTA session with the message");
+        real.push(session);
+    }
+    drop(mta);
+    for (sender, real) in senders.into_iter().zip(real) {
+        let before = tap.session_count();
+        let mut c = Client::builder()
+            .profile(Profile::Postfix)
+            .open(milter_blocking::SocketSpec::Inet(tap.addr()))
+            .expect("client");
+        let envelope = Envelope::new(sender)
+            .rcpt("b1@example.test")
+            .rcpt("b2@example.test")
+            .helo("client.example.test")
+            .client(
+                "localhost",
+                ClientAddress::Ip(([127, 0, 0, 1], 40000).into()),
+            );
+        c.send_message(&envelope, &Message::parse(MESSAGE.as_bytes()))
+            .expect("send_message");
+        c.quit().expect("quit");
+        let ours = tap
+            .wait_closed_from(before, Duration::from_secs(10))
+            .into_iter()
+            .find(|s| s.command_codes().contains('M'))
+            .expect("the client session");
+        compare(&format!("Postfix, {sender}"), &real, &ours);
+        // What the script provoked: one header only after the skip (`shape` counts
+        // a run of headers as one; Postfix adds headers of its own).
+        let (want, codes): (&str, fn(&TapSession) -> String) = match sender {
+            "skip@example.test" => ("OCHMRRTLNBEAAQ", TapSession::command_codes),
+            "hold@example.test" => ("OCHMRLNBEAAQ", |s| shape(s).1),
+            _ => ("OCHM", TapSession::command_codes),
+        };
+        for (who, s) in [("Postfix", &real), ("client", &ours)] {
+            assert_eq!(codes(s), want, "{who}, {sender}:\n{}", s.describe());
+        }
+    }
 }

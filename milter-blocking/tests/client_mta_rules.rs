@@ -168,7 +168,7 @@ fn postfix_skip_at_a_header_skips_the_other_headers() {
 }
 
 #[test]
-fn postfix_holds_the_message_after_a_quarantine_at_rcpt() {
+fn postfix_holds_the_message_and_stops_envelope_commands_after_a_quarantine_at_rcpt() {
     watchdog(LIMIT, || {
         let answer = |code: u8, _: &[u8]| {
             if code == b'R' {
@@ -188,10 +188,16 @@ fn postfix_holds_the_message_after_a_quarantine_at_rcpt() {
         assert_eq!(c.quarantined(), Some(&b"suspicious"[..]));
         c.quit().unwrap();
         t.join().unwrap();
-        // No second RCPT, no DATA, no message: abort and quit only.
+        // No second RCPT and no DATA; the content still goes out (as Postfix's
+        // cleanup server sends it).
+        let codes: Vec<String> = log
+            .codes()
+            .into_iter()
+            .filter(|c| !c.starts_with('D'))
+            .collect();
         assert_eq!(
-            log.codes(),
-            ["O", "DC", "C", "DH", "H", "DM", "M", "DR", "R", "A", "A", "Q"]
+            codes,
+            ["O", "C", "H", "M", "R", "L", "N", "B", "E", "A", "A", "Q"]
         );
 
         let (s, _log, t) = spawn_scripted(optneg(0x1FF, 0), answer);

@@ -45,10 +45,10 @@ pub struct Strictness {
     /// further commands of the same kind are then not sent until another kind is
     /// sent (Postfix).
     pub skip_anywhere: bool,
-    /// Accept a quarantine request (`q`) before end of message (Postfix records
-    /// it, keeps waiting for the decision, and sends the milter no more events in
-    /// the session but abort and quit). The decision that follows is returned;
-    /// the quarantine comes first as [`Received::Modification`].
+    /// Accept a quarantine request (`q`) before end of message (Postfix holds the
+    /// message, keeps waiting for the decision, and sends no more envelope
+    /// commands in the session). The quarantine comes as
+    /// [`Received::Modification`], then the decision.
     pub quarantine_anywhere: bool,
     /// How the text of a `y` reply is checked.
     pub reply_text: ReplyTextCheck,

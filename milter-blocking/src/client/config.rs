@@ -20,7 +20,7 @@ use std::time::Duration;
 /// | replacement body interrupted by another packet | refused | tolerated | tolerated | refused |
 /// | `p` before end of message | ignored | refused | refused | refused |
 /// | `s` before the body | skips the rest of that stage's commands | refused | refused | refused |
-/// | `q` before end of message | recorded; nothing more is sent in the session but `A` and `Q` | refused | refused | refused |
+/// | `q` before end of message | holds the message; no more envelope commands in the session (content still goes out) | refused | refused | refused |
 /// | `y` text | first line checked | first line checked | first line checked | every line, one code |
 /// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
 /// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list | only when there are pairs to send |

@@ -230,8 +230,8 @@ pub struct Client {
     /// Why the imitated MTA closed the milter connection itself (Postfix after a
     /// session-level refusal or shutdown, Stalwart after any refusal).
     closed_by_mta: Option<String>,
-    /// A quarantine asked for before end of message (Postfix): nothing more is
-    /// sent in the session but abort and quit.
+    /// A quarantine asked for before end of message (Postfix): no more envelope
+    /// commands are sent in the session.
     held: Option<Vec<u8>>,
     /// The last stage sent, for [`Client::failure_verdict`].
     last_stage: Option<Stage>,
@@ -388,8 +388,10 @@ impl Client {
 
     /// The reason of a quarantine the milter asked for before end of message
     /// (only the Postfix profiles accept one there): Postfix then holds the
-    /// message and sends the milter nothing more in the session but abort and
-    /// quit, so every later stage call returns [`Response::Skipped`].
+    /// message and its SMTP server sends the milter no more envelope commands in
+    /// the session (connect, HELO, MAIL, RCPT, DATA, unknown: those calls return
+    /// [`Response::Skipped`]); headers, body and end of message still go out, as
+    /// Postfix's cleanup server sends them (observed with 3.7.11).
     pub fn quarantined(&self) -> Option<&[u8]> {
         self.held.as_deref()
     }
@@ -800,8 +802,12 @@ impl Client {
     fn send_stage(&mut self, stage: Stage, cmd: &Command<'_>) -> Result<Sent, ClientError> {
         self.check_usable()?;
         // After skip, Postfix sends neither the macros nor the command; after an
-        // early quarantine it sends the milter nothing more but abort and quit.
-        if self.session.skipping() == Some(stage) || self.held.is_some() {
+        // early quarantine its SMTP server sends no more envelope commands.
+        let envelope = matches!(
+            stage,
+            Stage::Connect | Stage::Helo | Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Unknown
+        );
+        if self.session.skipping() == Some(stage) || (self.held.is_some() && envelope) {
             return Ok(Sent::Skipped);
         }
         self.last_stage = Some(stage);

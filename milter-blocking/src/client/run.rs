@@ -207,8 +207,10 @@ impl Client {
     ///   connection (a shutdown); Stalwart never does; the others send abort only
     ///   if the milter is still inside the message (all recipients refused, or a
     ///   discard at RCPT), as Sendmail does.
-    /// - Postfix: a quarantine before end of message holds the message; nothing
-    ///   more is sent but the abort, and the verdict is quarantine.
+    /// - Postfix: a quarantine before end of message holds the message: no more
+    ///   envelope commands are sent (the rest of the recipients are accepted
+    ///   without asking), the content still is, and the verdict is quarantine
+    ///   unless end of message refuses the message.
     /// - Stalwart: the run of a milter configured at the DATA stage on a
     ///   connection of its own (so only on a fresh client): accept before end of
     ///   message means continue, a refused recipient refuses the message, header
@@ -278,23 +280,6 @@ impl Client {
         Verdict::from_decision(stage, d)
     }
 
-    /// Ends the message as held if the milter asked for quarantine before end of
-    /// message (Postfix): the recipients from `first_unasked` on are accepted
-    /// without asking the milter. True if the message is over.
-    fn held_message(&self, t: &mut Transcript, first_unasked: usize, envelope: &Envelope) -> bool {
-        let Some(reason) = &self.held else {
-            return false;
-        };
-        t.accepted_rcpts
-            .extend(first_unasked..envelope.recipients.len());
-        if t.accepted_rcpts.is_empty() {
-            // Every recipient refused: the message is refused all the same.
-            return false;
-        }
-        t.verdict = Verdict::Quarantine(reason.clone());
-        true
-    }
-
     /// Records a session-level decision; true if the session is over.
     fn session_decision(
         &mut self,
@@ -320,9 +305,6 @@ impl Client {
         envelope: &Envelope,
         message: &Message,
     ) -> Result<(), ClientError> {
-        if self.held_message(t, 0, envelope) {
-            return Ok(());
-        }
         // Stalwart sends no ESMTP arguments.
         let stalwart = self.profile == Profile::Stalwart;
         fn args(a: &Address, stalwart: bool) -> &[String] {
@@ -337,9 +319,6 @@ impl Client {
             args(&envelope.sender, stalwart),
         )?;
         t.push(Stage::Mail, 0, &r);
-        if self.held_message(t, 0, envelope) {
-            return Ok(());
-        }
         if let Some(v) = r.decision().and_then(|d| self.verdict_at(Stage::Mail, d)) {
             if v.is_delivered() {
                 t.accepted_rcpts = (0..envelope.recipients.len()).collect();
@@ -354,9 +333,6 @@ impl Client {
             let verdict = r.decision().and_then(|d| self.verdict_at(Stage::Rcpt, d));
             if verdict.is_none() {
                 t.accepted_rcpts.push(i);
-            }
-            if self.held_message(t, i + 1, envelope) {
-                return Ok(());
             }
             match verdict {
                 None => {}
@@ -432,7 +408,7 @@ impl Client {
             response: Response::Replied(eom.decision.clone()),
         });
         t.verdict = match Verdict::from_decision(Stage::Eom, &eom.decision) {
-            None | Some(Verdict::Accept) => match eom.quarantine() {
+            None | Some(Verdict::Accept) => match eom.quarantine().or(self.held.as_deref()) {
                 Some(q) => Verdict::Quarantine(q.to_vec()),
                 None => Verdict::Accept,
             },
@@ -444,10 +420,6 @@ impl Client {
 
     /// Records a final decision for the message; true if the message is over.
     fn message_final(&mut self, t: &mut Transcript, stage: Stage, r: &Response) -> bool {
-        if self.held.is_some() {
-            t.verdict = Verdict::Quarantine(self.held.clone().unwrap_or_default());
-            return true;
-        }
         match r.decision().and_then(|d| self.verdict_at(stage, d)) {
             Some(v) => {
                 t.verdict = v;
