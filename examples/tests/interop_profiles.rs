@@ -8,7 +8,7 @@
 
 mod support;
 
-use milter_blocking::client::{Client, ClientAddress, Envelope, Message, Profile};
+use milter_blocking::client::{ApplyRules, Client, ClientAddress, Envelope, Message, Profile};
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, Header, Milter, Server, ServerHandle, Status,
 };
@@ -221,7 +221,8 @@ fn sendmail_profile_matches_sendmail() {
 /// connection, for replies no milter library sends: `skip@` gets progress and
 /// then continue at each RCPT and skip at the first header; `hold@` gets
 /// quarantine and then continue at the first RCPT; `shutdown@` gets `4` at MAIL;
-/// anything else continues.
+/// `insert@` gets a header inserted at index 1 at end of message; anything else
+/// continues.
 fn start_scripted_milter() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -278,6 +279,10 @@ fn scripted_session(mut stream: std::net::TcpStream) {
                     let skip = sender.starts_with("<skip@") && headers == 1;
                     reply(if skip { b's' } else { b'c' }, b"");
                 }
+                b'E' if sender.starts_with("<insert@") => {
+                    reply(b'i', b"\0\0\0\x01X-Inserted\0at one\0");
+                    reply(b'c', b"");
+                }
                 _ => reply(b'c', b""),
             }
         }
@@ -293,8 +298,10 @@ fn scripted_session(mut stream: std::net::TcpStream) {
 
 /// The same unusual replies through Postfix and through the client: progress
 /// before end of message (ignored), skip at a header (the other headers are not
-/// sent), quarantine at RCPT (nothing more is sent), shutdown at MAIL (the
-/// connection is closed at once), and the queue id at the second RCPT.
+/// sent), quarantine at RCPT (no more envelope commands), shutdown at MAIL (the
+/// connection is closed at once), the queue id at the second RCPT, and where a
+/// header inserted at index 1 lands (above `From:`: Postfix counts its own
+/// `Received:`).
 #[test]
 fn postfix_profile_matches_postfix_on_unusual_replies() {
     const TEST: &str = "postfix_profile_matches_postfix_on_unusual_replies";
@@ -329,6 +336,21 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
             assert!(r.final_reply().is_positive(), "{:?}", r.final_reply());
             let _ = smtp.quit();
         }
+        if sender.starts_with("insert@") {
+            // The skip@ message went through too; the hold@ one is held.
+            let delivered = sink
+                .wait_for_count(2, Duration::from_secs(30))
+                .unwrap_or_else(|d| panic!("deliveries: {}", d.len()));
+            let names: Vec<String> = delivered
+                .iter()
+                .find(|d| !d.header_values("X-Inserted").is_empty())
+                .expect("the delivery with the inserted header")
+                .headers()
+                .into_iter()
+                .map(|h| h.name)
+                .collect();
+            assert_eq!(names[..3], ["Received", "X-Inserted", "From"], "{names:?}");
+        }
         let sessions = tap.wait_closed_from(before, Duration::from_secs(30));
         let session = sessions
             .into_iter()
@@ -351,9 +373,21 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
                 "localhost",
                 ClientAddress::Ip(([127, 0, 0, 1], 40000).into()),
             );
-        c.send_message(&envelope, &Message::parse(MESSAGE.as_bytes()))
-            .expect("send_message");
+        let message = Message::parse(MESSAGE.as_bytes());
+        let t = c.send_message(&envelope, &message).expect("send_message");
         c.quit().expect("quit");
+        if sender.starts_with("insert@") {
+            let applied = t
+                .delivered(ApplyRules::Postfix, &message, &envelope)
+                .expect("delivered");
+            let names: Vec<&[u8]> = applied
+                .message
+                .headers
+                .iter()
+                .map(|h| &h.name[..])
+                .collect();
+            assert_eq!(names[..2], [&b"X-Inserted"[..], b"From"]);
+        }
         let ours = tap
             .wait_closed_from(before, Duration::from_secs(10))
             .into_iter()
@@ -365,6 +399,7 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
         let (want, codes): (&str, fn(&TapSession) -> String) = match sender {
             "skip@example.test" => ("OCHMRRTLNBEAAQ", TapSession::command_codes),
             "hold@example.test" => ("OCHMRLNBEAAQ", |s| shape(s).1),
+            "insert@example.test" => ("OCHMRRTLNBEAAQ", |s| shape(s).1),
             _ => ("OCHM", TapSession::command_codes),
         };
         for (who, s) in [("Postfix", &real), ("client", &ours)] {
