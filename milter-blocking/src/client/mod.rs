@@ -1,8 +1,10 @@
-//! An MTA-side client: drive any milter, stage by stage or a whole message at a
-//! time, the way Postfix or Sendmail would.
+//! The MTA side of the protocol: a client that drives any milter, stage by stage
+//! or a whole message at a time, the way Postfix, Sendmail or Stalwart would.
 //!
-//! For testing milters without installing an MTA (instead of `miltertest` and its
-//! Lua scripts), in our own tests and benchmarks, and behind the `milter-check`
+//! This is what a milter's own tests use in place of an MTA (instead of
+//! `miltertest` and its Lua scripts): connect to the milter (or hand over one end
+//! of a socket pair), send a message, and check the decisions and modifications.
+//! It also drives our own tests and benchmarks, and the `milter-check`
 //! command-line tester.
 //!
 //! - [`Client::open`] connects to a socket spec (`inet:PORT@HOST`, `inet6:PORT@HOST`,
@@ -70,6 +72,22 @@
 //! and how strictly replies are checked; [`ApplyRules`] decides how modifications
 //! are applied where Postfix and Sendmail disagree (header renumbering after a
 //! delete, recipient matching). [`EomResult::apply`] follows Postfix.
+//!
+//! # Where the MTA side lives
+//!
+//! The client, its profiles and `milter-check` stay in this crate rather than in
+//! a crate of their own (as indymilter-test stands beside indymilter). The
+//! workspace is designed as one protocol crate without I/O (`milter-core`, which
+//! holds the MTA-side state machine, [`milter_core::client::ClientSession`]),
+//! the derive macros, and this crate as the one dependency for writing milters;
+//! a fourth crate would make users add a second dependency (and keep its version
+//! in step) only to test what they wrote. The cost of keeping it here is small:
+//! the client shares only socket specs and the core with the server, compiles in
+//! seconds, and the command-line parser (`clap`) is behind the `cli` feature, so
+//! a milter that does not use the command pays for nothing but this module.
+//! Install the command with
+//! `cargo install milter-blocking --features cli --bin milter-check` (or
+//! `--path milter-blocking` from a checkout).
 //!
 //! # The `milter-check` command
 //!

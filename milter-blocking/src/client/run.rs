@@ -347,12 +347,13 @@ impl Client {
                     t.verdict = Verdict::Accept;
                     return Ok(());
                 }
-                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. })) => {
-                    // A permanent refusal outweighs a temporary one.
-                    if !matches!(refusal, Some(Verdict::Reject { .. })) {
-                        refusal = Some(v);
-                    }
+                // A permanent refusal outweighs a temporary one.
+                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. }))
+                    if !matches!(refusal, Some(Verdict::Reject { .. })) =>
+                {
+                    refusal = Some(v);
                 }
+                Some(Verdict::Reject { .. } | Verdict::Tempfail { .. }) => {}
                 Some(v) => {
                     t.verdict = v;
                     return Ok(());
