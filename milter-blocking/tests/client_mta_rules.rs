@@ -447,15 +447,16 @@ fn stalwart_profile() {
 }
 
 /// A peer that answers the first bytes it reads with `answer` (or sends it at
-/// once, as an SMTP server does) and closes.
+/// once, as an SMTP server does), then waits for the client to hang up.
 fn fake_peer(answer: &'static [u8], first: bool) -> (UnixStream, std::thread::JoinHandle<()>) {
     let (a, mut b) = UnixStream::pair().unwrap();
     let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
         if !first {
-            let mut buf = [0u8; 64];
             let _ = b.read(&mut buf);
         }
         let _ = b.write_all(answer);
+        while matches!(b.read(&mut buf), Ok(n) if n > 0) {}
     });
     (a, t)
 }
