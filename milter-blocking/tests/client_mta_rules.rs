@@ -148,22 +148,63 @@ fn postfix_skip_at_a_header_skips_the_other_headers() {
             from_data,
             ["T", "DL", "L", "DN", "N", "DB", "B", "DE", "E", "A", "A", "Q"]
         );
+    });
+}
 
-        // Sendmail refuses it (this client does not imitate Sendmail's skip
-        // outside the body).
-        let (s, _log, t) = spawn_scripted(optneg(0, ProtocolOpts::SKIP.bits()), |code, _| {
-            if code == b'L' {
-                packet(b's', b"")
-            } else {
-                cont()
+/// The command codes after DATA, macro packets left out.
+fn codes_from_data(log: &harness::Log) -> Vec<String> {
+    log.codes()
+        .into_iter()
+        .filter(|c| !c.starts_with('D'))
+        .skip_while(|c| c != "T")
+        .collect()
+}
+
+#[test]
+fn sendmail_skip_before_the_body() {
+    watchdog(LIMIT, || {
+        let skip_at = |stage: u8| {
+            move |code: u8, _: &[u8]| {
+                if code == stage {
+                    packet(b's', b"")
+                } else {
+                    cont()
+                }
             }
-        });
-        let mut c = client(Profile::Sendmail, s).unwrap();
-        assert!(c
-            .send_message(&Envelope::new("a@x").rcpt("b@x"), &msg)
-            .is_err());
-        drop(c);
+        };
+        let env = Envelope::new("a@x").rcpt("b@x").rcpt("c@x");
+        let small = Message::parse(b"A: 1\nB: 2\nC: 3\n\nbody\n");
+        let large = Message::new()
+            .with_header("A", "1")
+            .with_body(vec![b'x'; 70_000]);
+        // At a header: the headers go on, the body is cut to a first full chunk.
+        for (msg, want) in [
+            (&small, ["T", "L", "L", "L", "N", "E", "Q"].as_slice()),
+            (&large, ["T", "L", "N", "B", "E", "Q"].as_slice()),
+        ] {
+            let (s, log, t) = spawn_scripted(optneg(0, ProtocolOpts::SKIP.bits()), skip_at(b'L'));
+            let mut c = client(Profile::Sendmail, s).unwrap();
+            let tr = c.send_message(&env, msg).unwrap();
+            assert_eq!(tr.verdict, Verdict::Accept);
+            c.quit().unwrap();
+            t.join().unwrap();
+            assert_eq!(codes_from_data(&log), want);
+        }
+        // At a recipient: nothing more but quit; the message goes on without it.
+        let (s, log, t) = spawn_scripted(optneg(0, ProtocolOpts::SKIP.bits()), skip_at(b'R'));
+        let mut c = client(Profile::Sendmail8_18, s).unwrap();
+        let tr = c.send_message(&env, &small).unwrap();
+        assert_eq!(tr.verdict, Verdict::Accept);
+        assert_eq!(tr.accepted_rcpts, [0, 1]);
+        assert!(!tr.aborted);
+        c.quit().unwrap();
         t.join().unwrap();
+        let codes: Vec<String> = log
+            .codes()
+            .into_iter()
+            .filter(|c| !c.starts_with('D'))
+            .collect();
+        assert_eq!(codes, ["O", "C", "H", "M", "R", "Q"]);
     });
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// | milter's protocol bits beyond the offer | tolerated | refused | tolerated | refused |
 /// | replacement body interrupted by another packet | refused | tolerated | tolerated | refused |
 /// | `p` before end of message | ignored | refused | refused | refused |
-/// | `s` before the body | skips the rest of that stage's commands | refused | refused | refused |
+/// | `s` before the body | skips the rest of that stage's commands | at a header or end of headers: the headers go on, the body is cut to a first full 65535-byte chunk; earlier: nothing more but `Q` in the session | refused | refused |
 /// | `q` before end of message | holds the message; no more envelope commands in the session (content still goes out) | refused | refused | refused |
 /// | `y` text | first line checked | first line checked | first line checked | every line, one code |
 /// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
@@ -165,6 +165,7 @@ impl Profile {
             },
             Profile::Sendmail | Profile::Sendmail8_18 => Strictness {
                 options_subset: true,
+                skip_anywhere: true,
                 low_version: LowVersion::ZeroAsTwo,
                 ..lenient
             },

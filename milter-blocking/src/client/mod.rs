@@ -253,11 +253,32 @@ pub struct Client {
     held: Option<Vec<u8>>,
     /// The last stage sent, for [`Client::failure_verdict`].
     last_stage: Option<Stage>,
+    /// What a skip outside the body did (Sendmail).
+    sendmail_skip: SendmailSkip,
+    /// The rest of this message's body is not sent (Sendmail, after the one
+    /// chunk a header skip lets through).
+    body_done: bool,
     session_started: bool,
     in_message: bool,
     /// A session-level decision (connect or HELO) that refuses or ends the session
     /// for [`Client::send_message`].
     session_verdict: Option<Verdict>,
+}
+
+/// What a skip (`s`) before the body does with a Sendmail profile (`milter.c`
+/// of 8.17 and 8.18): the milter's state becomes "skip", which only the body
+/// step resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendmailSkip {
+    None,
+    /// After skip at connect, HELO, MAIL, RCPT, DATA or an unknown command:
+    /// the milter gets no more commands in the session but quit.
+    Silenced,
+    /// After skip at a header or end of headers: the rest of the headers and end
+    /// of headers still go out; of the body only a first full 65535-byte chunk
+    /// (Sendmail checks the state after sending a full chunk, and before the
+    /// last, shorter one); then end of message.
+    FirstFullChunk,
 }
 
 /// Source of distinct queue ids across all clients of the process.
@@ -307,6 +328,8 @@ impl Client {
             closed_by_mta: None,
             held: None,
             last_stage: None,
+            sendmail_skip: SendmailSkip::None,
+            body_done: false,
             session_started: false,
             in_message: false,
             session_verdict: None,
@@ -451,6 +474,7 @@ impl Client {
         self.state.phase = None;
         self.session_verdict = None;
         self.held = None;
+        self.sendmail_skip = SendmailSkip::None;
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let sendmail = self.profile.is_sendmail();
@@ -514,6 +538,10 @@ impl Client {
         self.state.msg_id = None;
         self.state.queue_file_open = false;
         self.state.phase = Some(Stage::Mail);
+        self.body_done = false;
+        if self.sendmail_skip == SendmailSkip::FirstFullChunk {
+            self.sendmail_skip = SendmailSkip::None;
+        }
         self.in_message = true;
         self.envelope_command(Stage::Mail, sender, args)
     }
@@ -610,8 +638,23 @@ impl Client {
     /// Sends one body chunk (`B`) of 1 to 65535 bytes (CRLF line ends, as MTAs
     /// send them). Other sizes are refused as misuse.
     pub fn body(&mut self, chunk: impl AsRef<[u8]>) -> Result<Response, ClientError> {
+        let chunk = chunk.as_ref();
+        let first = !self.state.phase.is_some_and(|p| p >= Stage::Body);
         self.advance(Stage::Body);
-        self.message_exchange(Stage::Body, &Command::Body(chunk.as_ref()))
+        if self.sendmail_skip == SendmailSkip::FirstFullChunk {
+            if !first || chunk.len() < milter_core::limits::MAX_BODY_CHUNK {
+                return Ok(Response::Skipped);
+            }
+            // The chunk goes out; whatever the answer, the rest of the body not.
+            let r = self.message_exchange(Stage::Body, &Command::Body(chunk));
+            self.sendmail_skip = SendmailSkip::None;
+            self.body_done = true;
+            return r;
+        }
+        if self.body_done {
+            return Ok(Response::Skipped);
+        }
+        self.message_exchange(Stage::Body, &Command::Body(chunk))
     }
 
     /// Sends a whole body in chunks of 65535 bytes (the last one shorter), as both
@@ -683,8 +726,10 @@ impl Client {
 
     /// Sends abort (`A`): the current message is abandoned. Never answered.
     /// Sends nothing once the MTA closed the connection ([`Client::closed_by_mta`]).
+    /// Sends nothing either to a milter Sendmail no longer talks to (after a skip
+    /// before the message content).
     pub fn abort(&mut self) -> Result<(), ClientError> {
-        if self.closed_by_mta.is_none() {
+        if self.closed_by_mta.is_none() && !self.silenced() {
             self.control(Command::Abort, "abort")?;
         }
         self.in_message = false;
@@ -816,6 +861,25 @@ impl Client {
         }
     }
 
+    /// Records what a skip at `stage` means to Sendmail.
+    fn sendmail_skipped(&mut self, stage: Stage) {
+        match stage {
+            Stage::Body => {}
+            Stage::Header | Stage::Eoh => self.sendmail_skip = SendmailSkip::FirstFullChunk,
+            _ => {
+                self.sendmail_skip = SendmailSkip::Silenced;
+                // Not "inside a message" for Sendmail any more: no abort.
+                self.in_message = false;
+            }
+        }
+    }
+
+    /// Whether the milter gets no more commands in this session but quit
+    /// (Sendmail, after a skip before the message content).
+    pub(crate) fn silenced(&self) -> bool {
+        self.sendmail_skip == SendmailSkip::Silenced
+    }
+
     /// Writes the macro packet (if the profile sends one) and the command.
     fn send_stage(&mut self, stage: Stage, cmd: &Command<'_>) -> Result<Sent, ClientError> {
         self.check_usable()?;
@@ -825,7 +889,15 @@ impl Client {
             stage,
             Stage::Connect | Stage::Helo | Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Unknown
         );
-        if self.session.skipping() == Some(stage) || (self.held.is_some() && envelope) {
+        let skipped_by_skip = match self.session.skipping() {
+            // Sendmail goes on with the headers after a header skip.
+            Some(k) if self.profile.is_sendmail() => k == stage && k == Stage::Body,
+            k => k == Some(stage),
+        };
+        if skipped_by_skip
+            || (self.held.is_some() && envelope)
+            || self.sendmail_skip == SendmailSkip::Silenced
+        {
             return Ok(Sent::Skipped);
         }
         self.last_stage = Some(stage);
@@ -861,6 +933,9 @@ impl Client {
                         Received::Decision(d) => {
                             self.after_reply(what)?;
                             self.close_if_mta_would(stage, &d);
+                            if d == Decision::Skip && self.profile.is_sendmail() {
+                                self.sendmail_skipped(stage);
+                            }
                             return Ok(Response::Replied(d));
                         }
                         // Only where the profile allows progress before end of

@@ -402,6 +402,12 @@ impl Client {
                 break;
             }
         }
+        if self.silenced() {
+            // Sendmail, after a skip before the content: the milter is out of
+            // the message, which goes on without it.
+            t.verdict = Verdict::Accept;
+            return Ok(());
+        }
         let eom = self.eom()?;
         t.steps.push(Step {
             stage: Stage::Eom,
