@@ -308,7 +308,7 @@ fn postfix_closes_the_connection_after_a_session_refusal_or_shutdown() {
 }
 
 #[test]
-fn postfix_accepts_reply_lines_with_different_codes() {
+fn reply_texts_are_checked_as_each_mta_does() {
     watchdog(LIMIT, || {
         let text = b"550-5.7.1 first\r\n551 5.7.1 second\0";
         let (s, _log, t) = spawn_scripted(optneg(0, 0), |_, _| packet(b'y', text));
@@ -317,6 +317,21 @@ fn postfix_accepts_reply_lines_with_different_codes() {
         assert_eq!(r.reply_code(), Some(550));
         c.quit().unwrap();
         t.join().unwrap();
+
+        // Sendmail checks only the code, and puts its default in place of a
+        // malformed text (also one with a lone %, a format string to it).
+        for (sent, got) in [
+            (&text[..], &text[..text.len() - 1]),
+            (b"hello\0", b"550 5.7.1 Command rejected"),
+            (b"550 50% off\0", b"550 5.7.1 Command rejected"),
+            (b"550 50%% off\0", b"550 50%% off"),
+        ] {
+            let (s, _log, t) = spawn_scripted(optneg(0, 0), move |_, _| packet(b'y', sent));
+            let mut c = client(Profile::Sendmail, s).unwrap();
+            assert_eq!(c.mail("<a@x>").unwrap().reply_text(), Some(got));
+            c.quit().unwrap();
+            t.join().unwrap();
+        }
 
         let (s, _log, t) = spawn_scripted(optneg(0, 0), |_, _| packet(b'y', text));
         let mut c = client(Profile::Minimal, s).unwrap();

@@ -84,6 +84,12 @@ pub enum ReplyTextCheck {
     /// Every line, and every line with the first line's code (Postfix
     /// development snapshots after 3.11; the default).
     EveryLineSameCode,
+    /// Sendmail's check: a text that does not start with `4` or `5` and two
+    /// digits, or has a lone `%` (Sendmail uses it as a format string), is not
+    /// an error but is replaced by the MTA's default reply for the command
+    /// (`550 5.7.1 Command rejected`; `554 ...` at connect, body and end of
+    /// message; `550 Command rejected` at HELO). Nothing else is checked.
+    ReplaceMalformed,
 }
 
 /// What the client does with a milter that answers the negotiation with version
@@ -462,6 +468,15 @@ impl ClientSession {
             Reply::Reject => Decision::Reject,
             Reply::Tempfail => Decision::Tempfail,
             Reply::Discard => Decision::Discard,
+            Reply::ReplyCode(t)
+                if self.strictness.reply_text == ReplyTextCheck::ReplaceMalformed =>
+            {
+                if sendmail_accepts(&t) {
+                    Decision::Reply(t)
+                } else {
+                    Decision::Reply(sendmail_default_reply(stage).to_vec())
+                }
+            }
             Reply::ReplyCode(t) => {
                 check_reply_text(&t, self.strictness.reply_text)
                     .map_err(|why| protocol(why, frame))?;
@@ -573,6 +588,34 @@ fn check_reply_text(text: &[u8], how: ReplyTextCheck) -> Result<(), &'static str
         }
     }
     Ok(())
+}
+
+/// Sendmail's `MILTER_CHECK_REPLYCODE`: a code of `4` or `5` and two digits, and
+/// every `%` doubled.
+fn sendmail_accepts(text: &[u8]) -> bool {
+    let code = text.len() >= 3
+        && matches!(text[0], b'4' | b'5')
+        && text[1].is_ascii_digit()
+        && text[2].is_ascii_digit();
+    let mut rest = text;
+    while let Some(i) = rest.iter().position(|&b| b == b'%') {
+        if rest.get(i + 1) != Some(&b'%') {
+            return false;
+        }
+        rest = &rest[i + 2..];
+    }
+    code
+}
+
+/// The reply Sendmail puts in place of a malformed one (`milter_send_command`'s
+/// `defresponse`, and end of message's).
+fn sendmail_default_reply(stage: Stage) -> &'static [u8] {
+    match stage {
+        Stage::Connect => b"554 Command rejected",
+        Stage::Helo => b"550 Command rejected",
+        Stage::Body | Stage::Eom => b"554 5.7.1 Command rejected",
+        _ => b"550 5.7.1 Command rejected",
+    }
 }
 
 fn split_crlf(text: &[u8]) -> Vec<&[u8]> {

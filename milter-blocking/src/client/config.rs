@@ -21,7 +21,7 @@ use std::time::Duration;
 /// | `p` before end of message | ignored | refused | refused | refused |
 /// | `s` before the body | skips the rest of that stage's commands | at a header or end of headers: the headers go on, the body is cut to a first full 65535-byte chunk; earlier: nothing more but `Q` in the session | refused | refused |
 /// | `q` before end of message | holds the message; no more envelope commands in the session (content still goes out) | refused | refused | refused |
-/// | `y` text | first line checked | first line checked | first line checked | every line, one code |
+/// | `y` text | first line checked | a malformed text becomes `550 5.7.1 Command rejected` (or the command's other default) | first line checked | every line, one code |
 /// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
 /// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list | only when there are pairs to send |
 /// | default macros | `milter_*_macros` of `postconf -d` | the m4 kit's `confMILTER_MACROS_*` | `j {daemon_name} {client_addr} {client_port} {client_ptr}`, `{mail_addr}`, `{rcpt_addr}` | none |
@@ -166,6 +166,7 @@ impl Profile {
             Profile::Sendmail | Profile::Sendmail8_18 => Strictness {
                 options_subset: true,
                 skip_anywhere: true,
+                reply_text: ReplyTextCheck::ReplaceMalformed,
                 low_version: LowVersion::ZeroAsTwo,
                 ..lenient
             },
