@@ -151,13 +151,17 @@ fn postfix_skip_at_a_header_skips_the_other_headers() {
     });
 }
 
-/// The command codes after DATA, macro packets left out.
-fn codes_from_data(log: &harness::Log) -> Vec<String> {
+/// The command codes, macro packets left out.
+fn commands(log: &harness::Log) -> Vec<String> {
     log.codes()
         .into_iter()
         .filter(|c| !c.starts_with('D'))
-        .skip_while(|c| c != "T")
         .collect()
+}
+
+/// The command codes from DATA on, macro packets left out.
+fn codes_from_data(log: &harness::Log) -> Vec<String> {
+    commands(log).into_iter().skip_while(|c| c != "T").collect()
 }
 
 #[test]
@@ -199,11 +203,7 @@ fn sendmail_skip_before_the_body() {
         assert!(!tr.aborted);
         c.quit().unwrap();
         t.join().unwrap();
-        let codes: Vec<String> = log
-            .codes()
-            .into_iter()
-            .filter(|c| !c.starts_with('D'))
-            .collect();
+        let codes = commands(&log);
         assert_eq!(codes, ["O", "C", "H", "M", "R", "Q"]);
     });
 }
@@ -231,11 +231,7 @@ fn postfix_holds_the_message_and_stops_envelope_commands_after_a_quarantine_at_r
         t.join().unwrap();
         // No second RCPT and no DATA; the content still goes out (as Postfix's
         // cleanup server sends it).
-        let codes: Vec<String> = log
-            .codes()
-            .into_iter()
-            .filter(|c| !c.starts_with('D'))
-            .collect();
+        let codes = commands(&log);
         assert_eq!(
             codes,
             ["O", "C", "H", "M", "R", "L", "N", "B", "E", "A", "A", "Q"]
@@ -541,5 +537,50 @@ fn a_peer_that_is_not_a_milter_is_named() {
             assert_eq!(e.kind(), ErrorKind::Protocol);
             assert!(e.to_string().contains(named), "{e}");
         }
+    });
+}
+
+#[test]
+fn stalwart_runs_for_earlier_stages() {
+    watchdog(LIMIT, || {
+        let env = Envelope::new("a@x").rcpt("b@x").rcpt("c@x");
+        let msg = Message::parse(b"Subject: s\n\nbody\n");
+        for (stage, want) in [
+            (Stage::Connect, ["O", "C", "H", "Q"].as_slice()),
+            (Stage::Helo, ["O", "C", "H", "Q"].as_slice()),
+            (Stage::Mail, ["O", "C", "H", "M", "Q"].as_slice()),
+            (Stage::Rcpt, ["O", "C", "H", "M", "R", "R", "Q"].as_slice()),
+        ] {
+            let (s, log, t) = spawn_scripted(optneg(0xFF, 0), |_, _| cont());
+            let mut c = client(Profile::Stalwart, s).unwrap();
+            let tr = c.send_run(stage, &env, &msg).unwrap();
+            assert_eq!(tr.verdict, Verdict::Accept);
+            assert_eq!(tr.accepted_rcpts, [0, 1]);
+            c.quit().unwrap();
+            t.join().unwrap();
+            let codes = commands(&log);
+            assert_eq!(codes, want, "{stage}");
+            // At the connect stage Stalwart knows no HELO name yet.
+            let helo = log.packets().into_iter().find(|(c, _)| *c == b'H').unwrap();
+            let empty = helo.1 == b"\0";
+            assert_eq!(empty, stage == Stage::Connect, "{stage}");
+        }
+        // A refusal ends the run without quit.
+        let (s, log, t) = spawn_scripted(optneg(0xFF, 0), |code, _| {
+            packet(if code == b'M' { b'r' } else { b'c' }, b"")
+        });
+        let mut c = client(Profile::Stalwart, s).unwrap();
+        let tr = c.send_run(Stage::Rcpt, &env, &msg).unwrap();
+        assert!(matches!(
+            tr.verdict,
+            Verdict::Reject {
+                stage: Stage::Mail,
+                ..
+            }
+        ));
+        assert!(tr.accepted_rcpts.is_empty());
+        c.quit().unwrap();
+        t.join().unwrap();
+        assert_eq!(log.codes().last().map(String::as_str), Some("M"));
     });
 }

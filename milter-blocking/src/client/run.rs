@@ -271,6 +271,83 @@ impl Client {
         Ok(t)
     }
 
+    /// Sends the run of a milter configured at `stage` only, as Stalwart does on
+    /// a milter connection of its own for each stage it is configured for: the
+    /// session and envelope up to that stage replayed, then nothing more (the
+    /// caller quits). `stage` is [`Stage::Connect`] (Stalwart sends HELO with an
+    /// empty name then, as it knows none yet), [`Stage::Helo`], [`Stage::Mail`],
+    /// [`Stage::Rcpt`] (every recipient of `envelope`: pass the recipients given
+    /// so far) or [`Stage::Data`] and later (the whole message: as
+    /// [`Client::send_message`]). Only on a fresh client.
+    ///
+    /// ```no_run
+    /// use milter_blocking::client::{Client, Envelope, Message, Profile};
+    /// use milter_blocking::Stage;
+    /// let env = Envelope::new("a@example.org").rcpt("b@example.com");
+    /// let mut c = Client::builder().profile(Profile::Stalwart).open("inet:11332@127.0.0.1")?;
+    /// let t = c.send_run(Stage::Mail, &env, &Message::new())?;
+    /// println!("{}", t.verdict);
+    /// c.quit()?;
+    /// # Ok::<(), milter_blocking::client::ClientError>(())
+    /// ```
+    pub fn send_run(
+        &mut self,
+        stage: Stage,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<Transcript, ClientError> {
+        if stage >= Stage::Data {
+            return self.send_message(envelope, message);
+        }
+        if self.session_started {
+            return Err(ClientError::misuse(
+                "a run for one stage needs a milter connection of its own: open a new client",
+            ));
+        }
+        let mut t = Transcript::new();
+        self.run_until(&mut t, stage, envelope)?;
+        if t.verdict.is_delivered() {
+            t.accepted_rcpts = (0..envelope.recipients.len()).collect();
+        }
+        Ok(t)
+    }
+
+    /// The commands of [`Client::send_run`] before DATA.
+    fn run_until(
+        &mut self,
+        t: &mut Transcript,
+        stage: Stage,
+        envelope: &Envelope,
+    ) -> Result<(), ClientError> {
+        let r = self.connect(&envelope.client_name, &envelope.client_addr)?;
+        t.push(Stage::Connect, 0, &r);
+        if self.session_decision(t, Stage::Connect, &r, envelope) {
+            return Ok(());
+        }
+        let helo = match stage {
+            Stage::Connect => "",
+            _ => envelope.helo.as_deref().unwrap_or_default(),
+        };
+        let r = self.helo(helo)?;
+        t.push(Stage::Helo, 0, &r);
+        if self.session_decision(t, Stage::Helo, &r, envelope) || stage <= Stage::Helo {
+            return Ok(());
+        }
+        let r = self.mail(envelope.sender.address.as_bytes())?;
+        t.push(Stage::Mail, 0, &r);
+        if self.message_final(t, Stage::Mail, &r) || stage == Stage::Mail {
+            return Ok(());
+        }
+        for (i, rcpt) in envelope.recipients.iter().enumerate() {
+            let r = self.rcpt(rcpt.address.as_bytes())?;
+            t.push(Stage::Rcpt, i, &r);
+            if self.message_final(t, Stage::Rcpt, &r) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// The verdict a decision at `stage` means for this MTA (`None`: go on).
     fn verdict_at(&self, stage: Stage, d: &Decision) -> Option<Verdict> {
         // Stalwart takes accept before end of message as continue.
