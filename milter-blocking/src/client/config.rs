@@ -46,8 +46,8 @@ use std::time::Duration;
 /// the 3.11.6 source and release notes (`milter_default_action` now defaults to
 /// `shutdown`; the milter protocol code is otherwise that of 3.7); Sendmail 8.18
 /// follows the 8.18.0.2 source, whose `milter.c` behaves as 8.17's; Stalwart
-/// follows the source of its milter client (`crates/smtp/src/inbound/milter/`,
-/// August 2026).
+/// follows the source of its milter client (`crates/smtp/src/inbound/milter/` of
+/// version 0.16.19, August 2026).
 ///
 /// Stalwart opens one milter connection for each stage a milter is configured
 /// for (by default only DATA) and replays the earlier stages on each: connect,
@@ -55,8 +55,10 @@ use std::time::Duration;
 /// quits. [`Client::send_message`] with this profile is the DATA-stage run on a
 /// fresh client; a run for an earlier stage is the same run cut short (connect,
 /// HELO, MAIL, the recipients so far), on a client of its own, driven stage by
-/// stage. Stalwart sends end of headers even to a milter that negotiated it
-/// away, which this profile does not imitate.
+/// stage. Not imitated: Stalwart sends end of headers even to a milter that
+/// negotiated it away, takes progress packets in answer to body chunks, and
+/// applies modifications its own way (a quarantine becomes an `X-Quarantine:`
+/// header); [`EomResult::apply`](super::EomResult::apply) follows Postfix.
 ///
 /// ```
 /// use milter_blocking::client::Profile;

@@ -253,7 +253,8 @@ impl MacroWriter<'_> {
         let text: &[u8] = match key {
             b"j" => MTA_HOST.as_bytes(),
             b"daemon_name" if sendmail => b"MTA",
-            b"daemon_name" if self.profile == Profile::Stalwart => b"Stalwart",
+            // `DAEMON_NAME` of the source checked.
+            b"daemon_name" if self.profile == Profile::Stalwart => b"Stalwart v0.16.19",
             b"daemon_name" => MTA_HOST.as_bytes(),
             b"daemon_addr" => b"127.0.0.1",
             // Sendmail leaves `{if_addr}` unset for connections on the loopback
