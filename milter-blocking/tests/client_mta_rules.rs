@@ -433,7 +433,7 @@ fn stalwart_profile() {
         let mut c = client(Profile::Stalwart, s).unwrap();
         assert_eq!(c.offer().actions.bits(), 0xFF);
         assert_eq!(c.offer().protocol.bits(), 0x42);
-        let env = Envelope::new("a@x SIZE=10").rcpt("b@x NOTIFY=NEVER");
+        let env = Envelope::new("A@x SIZE=10").rcpt("b@X NOTIFY=NEVER");
         let msg = Message::parse(b"Subject:  two spaces \nTo: a,\n b\n\nbody\n");
         let tr = c.send_message(&env, &msg).unwrap();
         assert_eq!(tr.verdict, Verdict::Accept);
@@ -457,7 +457,8 @@ fn stalwart_profile() {
                 .map(|(_, p)| p.clone())
                 .collect()
         };
-        // No ESMTP arguments; header values trimmed, even with HDR_LEADSPC.
+        // No ESMTP arguments, addresses lowercased; header values trimmed, even
+        // with HDR_LEADSPC.
         assert_eq!(payload(b'M'), [b"<a@x>\0".to_vec()]);
         assert_eq!(payload(b'R'), [b"<b@x>\0".to_vec()]);
         assert_eq!(
@@ -465,6 +466,14 @@ fn stalwart_profile() {
             [
                 b"Subject\0two spaces\0".to_vec(),
                 b"To\0a,\r\n b\0".to_vec()
+            ]
+        );
+        // Its fixed macro list, values or not (no TLS here).
+        assert_eq!(
+            log.macros(b'H')[0],
+            [
+                ("{cipher}".to_string(), String::new()),
+                ("{tls_version}".to_string(), String::new())
             ]
         );
         // No queue id anywhere.

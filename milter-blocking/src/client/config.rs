@@ -23,11 +23,11 @@ use std::time::Duration;
 /// | `q` before end of message | holds the message; no more envelope commands in the session (content still goes out) | refused | refused | refused |
 /// | `y` text | first line checked | a malformed text becomes `550 5.7.1 Command rejected` (or the command's other default) | first line checked | every line, one code |
 /// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
-/// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list | only when there are pairs to send |
+/// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list, macros without a value too | only when there are pairs to send |
 /// | default macros | `milter_*_macros` of `postconf -d` | the m4 kit's `confMILTER_MACROS_*` | `j {daemon_name} {client_addr} {client_port} {client_ptr}`, `{mail_addr}`, `{rcpt_addr}` | none |
 /// | queue id `i` | from the second RCPT on and at DATA, each header, end of headers, body and end of message, always named `i` (its queue file opens after the first accepted recipient; `{i}` only if the milter's symbol list names it so) | at MAIL | never | only if the caller sets it |
 /// | header values | as in the message (one leading space removed unless `HDR_LEADSPC`) | the same | trimmed at both ends, folds as CRLF | like Postfix |
-/// | ESMTP arguments of MAIL and RCPT | sent | sent | not sent | sent |
+/// | ESMTP arguments of MAIL and RCPT | sent | sent | not sent (and the addresses lowercased) | sent |
 /// | after reject, tempfail or a reply at connect or HELO, accept at connect or HELO, or `4` anywhere | closes the milter connection at once | goes on (`Q` at the end) | closes after any final decision | goes on |
 /// | `A` after a message ([`Client::send_message`]) | after every transaction | only to a milter still inside the message | never | like Sendmail |
 /// | packets over 65535 bytes (a long header) | sent | refused (Sendmail puts the milter in its error state) | sent | refused |

@@ -319,9 +319,10 @@ impl MacroWriter<'_> {
             },
             _ => b"",
         };
-        // Macros without a value are not sent (both MTAs).
+        // Macros without a value are not sent (Postfix, Sendmail); Stalwart sends
+        // its fixed list whatever the values (`{cipher}` is empty without TLS).
         if text.is_empty() {
-            return false;
+            return self.profile == Profile::Stalwart;
         }
         out.extend_from_slice(text);
         true

@@ -333,19 +333,28 @@ impl Client {
         if self.session_decision(t, Stage::Helo, &r, envelope) || stage <= Stage::Helo {
             return Ok(());
         }
-        let r = self.mail(envelope.sender.address.as_bytes())?;
+        let r = self.mail(self.envelope_address(&envelope.sender).as_bytes())?;
         t.push(Stage::Mail, 0, &r);
         if self.message_final(t, Stage::Mail, &r) || stage == Stage::Mail {
             return Ok(());
         }
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let r = self.rcpt(rcpt.address.as_bytes())?;
+            let r = self.rcpt(self.envelope_address(rcpt).as_bytes())?;
             t.push(Stage::Rcpt, i, &r);
             if self.message_final(t, Stage::Rcpt, &r) {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// An envelope address as the MTA passes it on: Stalwart lowercases it.
+    fn envelope_address<'a>(&self, a: &'a Address) -> std::borrow::Cow<'a, str> {
+        if self.profile == Profile::Stalwart {
+            std::borrow::Cow::Owned(a.address.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(&a.address)
+        }
     }
 
     /// The verdict a decision at `stage` means for this MTA (`None`: go on).
@@ -392,7 +401,7 @@ impl Client {
             }
         }
         let r = self.mail_with_args(
-            envelope.sender.address.as_bytes(),
+            self.envelope_address(&envelope.sender).as_bytes(),
             args(&envelope.sender, stalwart),
         )?;
         t.push(Stage::Mail, 0, &r);
@@ -405,7 +414,8 @@ impl Client {
         }
         let mut refusal: Option<Verdict> = None;
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let r = self.rcpt_with_args(rcpt.address.as_bytes(), args(rcpt, stalwart))?;
+            let r =
+                self.rcpt_with_args(self.envelope_address(rcpt).as_bytes(), args(rcpt, stalwart))?;
             t.push(Stage::Rcpt, i, &r);
             let verdict = r.decision().and_then(|d| self.verdict_at(Stage::Rcpt, d));
             if verdict.is_none() {
