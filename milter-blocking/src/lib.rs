@@ -21,6 +21,13 @@
 //!
 //! The derive needs the type at module level (not inside a function body): the
 //! code it generates reaches the type through a module path.
+//!
+//! # Testing a milter
+//!
+//! [`client`] is the MTA side of the protocol: it sends a milter what Postfix,
+//! Sendmail or Stalwart would ([`client::Profile`]) and returns its decisions and
+//! modifications, so a milter's tests need no MTA. The `milter-check` command
+//! (feature `cli`) runs it from the shell.
 
 //!
 //! # Logging policy
