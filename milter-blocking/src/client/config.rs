@@ -72,16 +72,21 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Profile {
-    /// Postfix 3.7 with its default milter settings.
+    /// Postfix 3.7 with its default milter settings (checked against traffic
+    /// from Postfix 3.7.11 and its source).
     #[default]
     Postfix,
-    /// Postfix 3.11 with its default milter settings.
+    /// Postfix 3.11 with its default milter settings (checked against the 3.11.6
+    /// source and release notes).
     Postfix3_11,
-    /// Sendmail 8.17 configured with the m4 kit's default milter macros.
+    /// Sendmail 8.17 configured with the m4 kit's default milter macros (checked
+    /// against traffic from Sendmail 8.17.1.9 and its source).
     Sendmail,
-    /// Sendmail 8.18 configured with the m4 kit's default milter macros.
+    /// Sendmail 8.18 configured with the m4 kit's default milter macros (checked
+    /// against the 8.18.0.2 source).
     Sendmail8_18,
-    /// Stalwart with a milter at the DATA stage and its default settings.
+    /// Stalwart with a milter at the DATA stage and its default settings (checked
+    /// against the source of version 0.16.19).
     Stalwart,
     /// No macros unless the caller sets them, no abort after a completed message:
     /// a plain protocol driver for unit tests.
