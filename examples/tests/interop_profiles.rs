@@ -296,6 +296,18 @@ fn scripted_session(mut stream: std::net::TcpStream) {
     }
 }
 
+/// The test message for `sender`: for `long@`, with a 150,000-byte header line.
+fn message_for(sender: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    if sender.starts_with("long@") {
+        m.extend_from_slice(b"X-Long: ");
+        m.resize(m.len() + 150_000, b'x');
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(MESSAGE.as_bytes());
+    m
+}
+
 /// The same unusual replies through Postfix and through the client: progress
 /// before end of message (ignored), skip at a header (the other headers are not
 /// sent), quarantine at RCPT (no more envelope commands), shutdown at MAIL (the
@@ -321,6 +333,8 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
         "skip@example.test",
         "hold@example.test",
         "shutdown@example.test",
+        "insert@example.test",
+        "long@example.test",
     ];
     let mut real = Vec::new();
     for sender in senders {
@@ -332,7 +346,7 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
             for rcpt in ["b1@example.test", "b2@example.test"] {
                 smtp.rcpt_to(rcpt, &[]).expect("rcpt");
             }
-            let r = smtp.data(MESSAGE.as_bytes()).expect("data");
+            let r = smtp.data(&message_for(sender)).expect("data");
             assert!(r.final_reply().is_positive(), "{:?}", r.final_reply());
             let _ = smtp.quit();
         }
@@ -373,7 +387,7 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
                 "localhost",
                 ClientAddress::Ip(([127, 0, 0, 1], 40000).into()),
             );
-        let message = Message::parse(MESSAGE.as_bytes());
+        let message = Message::parse(&message_for(sender));
         let t = c.send_message(&envelope, &message).expect("send_message");
         c.quit().expect("quit");
         if sender.starts_with("insert@") {
@@ -399,11 +413,19 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
         let (want, codes): (&str, fn(&TapSession) -> String) = match sender {
             "skip@example.test" => ("OCHMRRTLNBEAAQ", TapSession::command_codes),
             "hold@example.test" => ("OCHMRLNBEAAQ", |s| shape(s).1),
-            "insert@example.test" => ("OCHMRRTLNBEAAQ", |s| shape(s).1),
+            "insert@example.test" | "long@example.test" => ("OCHMRRTLNBEAAQ", |s| shape(s).1),
             _ => ("OCHM", TapSession::command_codes),
         };
         for (who, s) in [("Postfix", &real), ("client", &ours)] {
             assert_eq!(codes(s), want, "{who}, {sender}:\n{}", s.describe());
+        }
+        if sender.starts_with("long@") {
+            let long = |s: &TapSession| {
+                s.commands()
+                    .find(|f| f.code == b'L' && f.data.starts_with(b"X-Long\0"))
+                    .map(|f| f.len)
+            };
+            assert_eq!(long(&real), long(&ours), "the long header's packet");
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 /// | ESMTP arguments of MAIL and RCPT | sent | sent | not sent (and the addresses lowercased) | sent |
 /// | after reject, tempfail or a reply at connect or HELO, accept at connect or HELO, or `4` anywhere | closes the milter connection at once | goes on (`Q` at the end) | closes after any final decision | goes on |
 /// | `A` after a message ([`Client::send_message`]) | after every transaction | only to a milter still inside the message | never | like Sendmail |
-/// | packets over 65535 bytes (a long header) | sent | refused (Sendmail puts the milter in its error state) | sent | refused |
+/// | packets over 65535 bytes (a long header) | sent (milter8 has no limit; but Postfix cuts headers to 60,000 bytes before, and so does [`Client::send_message`]) | refused (Sendmail puts the milter in its error state) | sent | refused |
 /// | IPv6 client address in `C` | plain text | `IPv6:` prefix; IPv4-mapped as family `4` | plain text | plain text |
 /// | timeouts (connect, command, content, end of message) | 30 s, 30 s, 300 s, none | 300 s, 10 s, 10 s, 300 s | 30 s, 30 s, 60 s, none | like Postfix |
 /// | a failing milter ([`Profile::failure_verdict`]) | 3.7: tempfail (451 4.7.1); 3.11: shutdown (421 4.7.1) | the message goes on without it (no `F=` flag) | tempfail (451 4.3.5) | tempfail |

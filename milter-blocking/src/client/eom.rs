@@ -1,7 +1,7 @@
 //! The end-of-message result: the decision, the modifications in order, questions
 //! about them, and applying them to a message as an MTA would.
 
-use super::message::{to_crlf, Address, Envelope, HeaderField, Message};
+use super::message::{postfix_header_cut, to_crlf, Address, Envelope, HeaderField, Message};
 use milter_core::client::Decision;
 use milter_core::Modification;
 use std::borrow::Cow;
@@ -169,6 +169,8 @@ impl EomResult {
 
     /// Applies the modifications in order, as an MTA would before queueing.
     ///
+    /// - With Postfix's rules the message's headers are first cut to 60,000 bytes
+    ///   ([`Message::as_postfix_stores_it`]).
     /// - Add header: appended after the last header.
     /// - Insert header at `n`: 0 puts it at the top; `n` puts it after the `n`-th
     ///   header; beyond the end it is appended. Postfix counts its own
@@ -194,10 +196,14 @@ impl EomResult {
     pub fn apply_with(&self, rules: ApplyRules, message: &Message, envelope: &Envelope) -> Applied {
         // Deleted headers stay as tombstones so Sendmail's counting can see them;
         // Postfix's own Received: header counts for inserts only.
+        // Postfix stores (and queues) headers cut to 60,000 bytes.
         let mut headers: Vec<(HeaderField, Slot)> = message
             .headers
             .iter()
-            .cloned()
+            .map(|h| match rules {
+                ApplyRules::Postfix => postfix_header_cut(h).into_owned(),
+                ApplyRules::Sendmail => h.clone(),
+            })
             .map(|h| (h, Slot::Live))
             .collect();
         if rules == ApplyRules::Postfix {

@@ -1,7 +1,7 @@
 //! Sending a whole message through every stage, as an MTA does.
 
 use super::eom::{Applied, ApplyRules, EomResult};
-use super::message::{Address, Envelope, Message};
+use super::message::{postfix_header_cut, Address, Envelope, Message};
 use super::{Client, ClientError, Decision, Profile, Response};
 use milter_core::{ProtocolOpts, Stage};
 use std::fmt;
@@ -199,7 +199,9 @@ impl Client {
     ///   accepted without asking it); when every recipient is refused the message
     ///   is refused.
     /// - DATA, each header (unfolded as Postfix sends them: one leading space
-    ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space),
+    ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space;
+    ///   the Postfix profiles cut a header to 60,000 bytes as Postfix does, see
+    ///   [`Message::as_postfix_stores_it`]),
     ///   end of headers, the body in chunks of at most 65535 bytes (skip stops the
     ///   body), end of message.
     /// - The first final decision ends the message. Then the Postfix profiles send
@@ -464,6 +466,12 @@ impl Client {
             .protocol
             .contains(ProtocolOpts::HEADER_LEADING_SPACE);
         for (i, h) in message.headers.iter().enumerate() {
+            // Postfix sends headers as it stored them: cut to 60,000 bytes.
+            let h = if self.profile.is_postfix() {
+                postfix_header_cut(h)
+            } else {
+                std::borrow::Cow::Borrowed(h)
+            };
             let r = if stalwart {
                 self.header(h.name.trim_ascii(), h.value_trimmed())?
             } else {
