@@ -221,8 +221,8 @@ fn sendmail_profile_matches_sendmail() {
 /// connection, for replies no milter library sends: `skip@` gets progress and
 /// then continue at each RCPT and skip at the first header; `hold@` gets
 /// quarantine and then continue at the first RCPT; `shutdown@` gets `4` at MAIL;
-/// `insert@` gets a header inserted at index 1 at end of message; anything else
-/// continues.
+/// `insert@` gets a header inserted at index 1 at end of message; `lines@` gets a
+/// two-line reply with two codes at RCPT; anything else continues.
 fn start_scripted_milter() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -265,6 +265,10 @@ fn scripted_session(mut stream: std::net::TcpStream) {
                         b"",
                     );
                 }
+                b'R' if sender.starts_with("<lines@") => {
+                    let text = MIXED_REPLY_LINES.join("\r\n") + "\0";
+                    reply(b'y', text.as_bytes());
+                }
                 b'R' => {
                     rcpts += 1;
                     if sender.starts_with("<skip@") {
@@ -296,6 +300,9 @@ fn scripted_session(mut stream: std::net::TcpStream) {
     }
 }
 
+/// The reply `lines@` gets at RCPT: two lines with different codes.
+const MIXED_REPLY_LINES: [&str; 2] = ["550-5.7.1 first line", "551 5.7.1 second line"];
+
 /// The test message for `sender`: for `long@`, with a 150,000-byte header line.
 fn message_for(sender: &str) -> Vec<u8> {
     let mut m = Vec::new();
@@ -313,7 +320,8 @@ fn message_for(sender: &str) -> Vec<u8> {
 /// sent), quarantine at RCPT (no more envelope commands), shutdown at MAIL (the
 /// connection is closed at once), the queue id at the second RCPT, and where a
 /// header inserted at index 1 lands (above `From:`: Postfix counts its own
-/// `Received:`).
+/// `Received:`), a 150,000-byte header (cut to 60,000 bytes), and a reply with
+/// two codes (passed on).
 #[test]
 fn postfix_profile_matches_postfix_on_unusual_replies() {
     const TEST: &str = "postfix_profile_matches_postfix_on_unusual_replies";
@@ -335,6 +343,7 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
         "shutdown@example.test",
         "insert@example.test",
         "long@example.test",
+        "lines@example.test",
     ];
     let mut real = Vec::new();
     for sender in senders {
@@ -342,7 +351,12 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
         let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
         smtp.ehlo("client.example.test").expect("ehlo");
         let r = smtp.mail_from(sender, &[]).expect("mail");
-        if r.is_positive() {
+        if sender.starts_with("lines@") {
+            // Postfix 3.7 passes on a reply whose lines carry different codes.
+            let r = smtp.rcpt_to("b1@example.test", &[]).expect("rcpt");
+            assert_eq!(r.lines, MIXED_REPLY_LINES, "{r}");
+            let _ = smtp.quit();
+        } else if r.is_positive() {
             for rcpt in ["b1@example.test", "b2@example.test"] {
                 smtp.rcpt_to(rcpt, &[]).expect("rcpt");
             }
@@ -388,7 +402,19 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
                 ClientAddress::Ip(([127, 0, 0, 1], 40000).into()),
             );
         let message = Message::parse(&message_for(sender));
+        let envelope = if sender.starts_with("lines@") {
+            Envelope {
+                recipients: envelope.recipients[..1].to_vec(),
+                ..envelope
+            }
+        } else {
+            envelope
+        };
         let t = c.send_message(&envelope, &message).expect("send_message");
+        if sender.starts_with("lines@") {
+            let want = MIXED_REPLY_LINES.join("\r\n").into_bytes();
+            assert_eq!(t.steps[3].response.reply_text(), Some(&want[..]));
+        }
         c.quit().expect("quit");
         if sender.starts_with("insert@") {
             let applied = t
@@ -414,6 +440,7 @@ fn postfix_profile_matches_postfix_on_unusual_replies() {
             "skip@example.test" => ("OCHMRRTLNBEAAQ", TapSession::command_codes),
             "hold@example.test" => ("OCHMRLNBEAAQ", |s| shape(s).1),
             "insert@example.test" | "long@example.test" => ("OCHMRRTLNBEAAQ", |s| shape(s).1),
+            "lines@example.test" => ("OCHMRAAQ", TapSession::command_codes),
             _ => ("OCHM", TapSession::command_codes),
         };
         for (who, s) in [("Postfix", &real), ("client", &ours)] {
