@@ -79,10 +79,11 @@ pub enum ReplyTextCheck {
     /// Sendmail checks less still). Later lines are not looked at, so a
     /// multi-line reply whose lines carry different codes passes.
     FirstLine,
-    /// Every line as above, `-` after the code on every line but the last.
+    /// Every line as above, `-` after the code on every line but the last
+    /// (Postfix 3.12's `milter8_valid_smtp_reply`).
     EveryLine,
-    /// Every line, and every line with the first line's code (Postfix
-    /// development snapshots after 3.11; the default).
+    /// Every line, and every line with the first line's code (the same check
+    /// in Postfix development snapshots; the default).
     EveryLineSameCode,
     /// Sendmail's check: a text that does not start with `4` or `5` and two
     /// digits, or has a lone `%` (Sendmail uses it as a format string), is not
@@ -209,7 +210,7 @@ pub struct ClientSession {
     awaiting_negotiation: bool,
     awaiting: Option<Stage>,
     body_run: u8,
-    /// The stage the milter answered skip to: further commands of it are not sent.
+    /// The stage the milter answered skip to, until another kind of command.
     skipping: Option<Stage>,
     send_limit: Option<usize>,
 }
@@ -238,9 +239,10 @@ impl ClientSession {
     }
 
     /// Sets the largest packet payload [`ClientSession::send`] sends: `None` sends
-    /// any size (Postfix sends a header of any length as one packet); the default
-    /// is 65535 bytes, libmilter's limit, which Sendmail also keeps to (a larger
-    /// packet puts the milter in its error state there).
+    /// any size (Postfix's milter code has no limit; its cleanup server cuts
+    /// headers to 60,000 bytes before they get there); the default is 65535
+    /// bytes, libmilter's limit, which Sendmail also keeps to (a larger packet
+    /// puts the milter in its error state there).
     pub fn set_send_limit(&mut self, limit: Option<usize>) {
         self.send_limit = limit;
     }
