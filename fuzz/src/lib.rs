@@ -330,6 +330,7 @@ pub fn client_session(data: &[u8]) {
         options_subset: config[0] & 4 != 0,
         body_run: config[0] & 8 != 0,
         negotiated_actions: config[0] & 16 != 0,
+        ..Strictness::default()
     };
     let mut mta = ClientSession::with_strictness(offer, strictness);
     let mut frames = FrameDecoder::new();

@@ -24,6 +24,13 @@
 //! The compiler checks the handlers' names and signatures, and that every
 //! modification the end-of-message handler makes is declared (see
 //! [`Milter`], [`action`] and the [derive's reference](derive@Milter)).
+//!
+//! # Testing a milter
+//!
+//! [`client`] is the MTA side of the protocol: it sends a milter what Postfix,
+//! Sendmail or Stalwart would ([`client::Profile`]) and returns its decisions and
+//! modifications, so a milter's tests need no MTA. The `milter-check` command
+//! (feature `cli`) runs it from the shell.
 
 //!
 //! # Logging policy
