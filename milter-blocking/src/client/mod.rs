@@ -639,7 +639,7 @@ impl Client {
     /// send them). Other sizes are refused as misuse.
     pub fn body(&mut self, chunk: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         let chunk = chunk.as_ref();
-        let first = !self.state.phase.is_some_and(|p| p >= Stage::Body);
+        let first = self.state.phase.is_none_or(|p| p < Stage::Body);
         self.advance(Stage::Body);
         if self.sendmail_skip == SendmailSkip::FirstFullChunk {
             if !first || chunk.len() < milter_core::limits::MAX_BODY_CHUNK {
