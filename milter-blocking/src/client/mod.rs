@@ -100,6 +100,9 @@ mod eom;
 mod error;
 mod macros;
 mod message;
+mod proxy;
+mod recording;
+mod replay;
 mod run;
 mod stream;
 
@@ -111,6 +114,16 @@ pub use milter_core::client::{ClientNegotiated, Decision, Strictness};
 pub use milter_core::Modification;
 pub use run::{Step, Transcript, Verdict};
 pub use stream::{ConnectTarget, Stream};
+
+pub use proxy::{ProxyError, ProxyHandle, RecordingProxy, RECORDING_EXTENSION};
+pub use recording::{
+    Direction, NegotiatedFlags, RecordedPacket, Recording, RecordingEntry, RecordingError,
+    RecordingErrorKind, RecordingWriter, RECORDING_FORMAT_VERSION,
+};
+pub use replay::{
+    replay, replay_with_timeout, DifferenceKind, ReplayDifference, ReplayError, ReplayReport,
+    REPLAY_TIMEOUT,
+};
 
 use macros::{MacroConfig, MacroState, MacroWriter};
 use milter_core::client::{ClientSession, Received, Sent};
