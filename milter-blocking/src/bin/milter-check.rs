@@ -27,6 +27,9 @@
 //! | 74 | other I/O error |
 //! | 75 | the milter timed out |
 
+#[path = "milter-check/recordings.rs"]
+mod recordings;
+
 use clap::Parser;
 use milter_blocking::client::{
     Address, ApplyRules, Client, ClientAddress, ClientError, ClientNegotiated, Envelope, ErrorKind,
@@ -60,11 +63,21 @@ Examples:
 /// Run a message through a milter as Postfix or Sendmail would, and show what the
 /// milter did.
 #[derive(Debug, Parser)]
-#[command(name = "milter-check", version, after_help = EXIT_HELP)]
+#[command(
+    name = "milter-check",
+    version,
+    after_help = EXIT_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    /// Record an MTA's milter connections, or replay a recording
+    #[command(subcommand)]
+    tool: Option<recordings::Tool>,
+
     /// The milter's socket: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH
-    #[arg(value_name = "SOCKET")]
-    socket: String,
+    #[arg(value_name = "SOCKET", required = true)]
+    socket: Option<String>,
 
     /// The message (RFC 5322, CRLF or LF line ends); "-" or none reads standard input
     #[arg(value_name = "MESSAGE")]
@@ -162,6 +175,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
         }
     };
+    if let Some(tool) = &cli.tool {
+        return match recordings::run(tool) {
+            Ok(code) => ExitCode::from(code),
+            Err((code, message)) => {
+                eprintln!("milter-check: {message}");
+                ExitCode::from(code)
+            }
+        };
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -228,7 +250,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
     }
     let message = read_message(cli.message.as_ref())?;
 
-    let mut client = builder.open(cli.socket.as_str())?;
+    let mut client = builder.open(cli.socket.as_deref().unwrap_or_default())?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if !cli.quiet {

@@ -24,6 +24,10 @@
 //!   [`Transcript`].
 //! - [`Profile`] chooses the MTA to imitate (offer, strictness, macros, aborts,
 //!   timeouts).
+//! - [`RecordingProxy`] sits between a real MTA and a milter and records each
+//!   connection, unchanged, as a [`Recording`] (the text format is specified in
+//!   [`recording`]); [`replay()`] plays a recording's MTA side against a milter and
+//!   reports where its answers differ ([`ReplayReport`]).
 //!
 //! The client sends what it is asked to, in the order it is asked: it does not
 //! check that `rcpt` comes after `mail`, so a test can also show how a milter copes
@@ -101,7 +105,7 @@ mod error;
 mod macros;
 mod message;
 mod proxy;
-mod recording;
+pub mod recording;
 mod replay;
 mod run;
 mod stream;

@@ -1,31 +1,4 @@
 //! A transparent proxy between an MTA and a milter that records every connection.
-//!
-//! The MTA is pointed at the proxy; for each connection the proxy connects to the
-//! milter and relays bytes both ways, unchanged, as they arrive. On the side it
-//! cuts each direction into packets with the core's frame decoder and writes one
-//! [`Recording`](super::Recording) per connection into a directory, a line per
-//! packet, written before the bytes are passed on (so a reply is never recorded
-//! before the command it answers) and flushed at once (so a crash loses little).
-//!
-//! Memory per connection is bounded: a packet is buffered for the record only up
-//! to the payload limit ([`RecordingProxy::max_payload`]); a larger one is relayed
-//! and noted by its length. A stream that does not frame at all (a length of 0)
-//! is relayed and no longer recorded. A failure to write the recording is logged
-//! and ends the recording, not the relaying.
-//!
-//! ```no_run
-//! use milter_blocking::client::RecordingProxy;
-//! use milter_blocking::SocketSpec;
-//!
-//! let listen: SocketSpec = "inet:7358@127.0.0.1".parse()?;
-//! let milter: SocketSpec = "inet:7357@127.0.0.1".parse()?;
-//! let proxy = RecordingProxy::bind(&listen, milter, "/var/tmp/milter-recordings")?;
-//! let stop = proxy.handle();
-//! std::thread::spawn(move || proxy.run());
-//! // ... point the MTA at inet:7358@127.0.0.1 and send mail ...
-//! stop.stop();
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use super::recording::{
     Direction, NegotiatedFlags, RecordedPacket, RecordingEntry, RecordingWriter,
@@ -54,8 +27,34 @@ const READ_SIZE: usize = 64 * 1024;
 /// The file name ending of a recording.
 pub const RECORDING_EXTENSION: &str = "milter-transcript";
 
-/// Records the connections between an MTA and a milter. See the
-/// [module documentation](self).
+/// Records the connections between an MTA and a milter.
+///
+/// The MTA is pointed at the proxy; for each connection the proxy connects to the
+/// milter and relays bytes both ways, unchanged, as they arrive. On the side it
+/// cuts each direction into packets with the core's frame decoder and writes one
+/// [`Recording`](super::Recording) per connection into a directory, a line per
+/// packet, written before the bytes are passed on (so a reply is never recorded
+/// before the command it answers) and flushed at once (so a crash loses little).
+///
+/// Memory per connection is bounded: a packet is buffered for the record only up
+/// to the payload limit ([`RecordingProxy::max_payload`]); a larger one is relayed
+/// and noted by its length. A stream that does not frame at all (a length of 0)
+/// is relayed and no longer recorded. A failure to write the recording is logged
+/// and ends the recording, not the relaying.
+///
+/// ```no_run
+/// use milter_blocking::client::RecordingProxy;
+/// use milter_blocking::SocketSpec;
+///
+/// let listen: SocketSpec = "inet:7358@127.0.0.1".parse()?;
+/// let milter: SocketSpec = "inet:7357@127.0.0.1".parse()?;
+/// let proxy = RecordingProxy::bind(&listen, milter, "/var/tmp/milter-recordings")?;
+/// let stop = proxy.handle();
+/// std::thread::spawn(move || proxy.run());
+/// // ... point the MTA at inet:7358@127.0.0.1 and send mail ...
+/// stop.stop();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct RecordingProxy {
     listener: Listener,

@@ -1,30 +1,4 @@
 //! Replaying a recording: send its MTA side to a milter and compare the answers.
-//!
-//! [`replay`] connects to a milter, sends the recorded MTA packets byte for byte,
-//! in the recorded groups (what the MTA sent between two answers goes in one
-//! write), reads the milter's answer wherever the recording has one, and compares
-//! it with the recorded answer. A [`ReplayReport`] lists where they differ:
-//! the negotiation, the verdict, the reply text of a `y` answer, and the
-//! modifications at end of message. Progress packets are not compared (their
-//! number depends on timing).
-//!
-//! An answer is read until its last packet: at end of message until a packet that
-//! is neither a modification nor progress; elsewhere until one that is not
-//! progress. Where the recording has no answer (macros, abort, a stage without
-//! reply) nothing is awaited; a milter that answers there anyway shows as a
-//! difference at the next answer.
-//!
-//! ```no_run
-//! use milter_blocking::client::{replay, Recording};
-//!
-//! // A session recorded in production with `milter-check record`:
-//! let text = std::fs::read_to_string("tests/data/spam-session.milter-transcript")?;
-//! let recording = Recording::parse(&text)?;
-//! // The milter under test, started by the test on a free port:
-//! let report = replay(&recording, "inet:7357@127.0.0.1")?;
-//! assert!(report.is_same(), "{report}");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use super::error::ClientError;
 use super::recording::{Direction, RecordedPacket, Recording, RecordingEntry};
@@ -189,7 +163,33 @@ impl From<ClientError> for ReplayError {
 }
 
 /// Replays `recording` against the milter at `target`, waiting up to
-/// [`REPLAY_TIMEOUT`] for each answer. See the [module documentation](self).
+/// [`REPLAY_TIMEOUT`] for each answer.
+///
+/// [`replay`] connects to a milter, sends the recorded MTA packets byte for byte,
+/// in the recorded groups (what the MTA sent between two answers goes in one
+/// write), reads the milter's answer wherever the recording has one, and compares
+/// it with the recorded answer. A [`ReplayReport`] lists where they differ:
+/// the negotiation, the verdict, the reply text of a `y` answer, and the
+/// modifications at end of message. Progress packets are not compared (their
+/// number depends on timing).
+///
+/// An answer is read until its last packet: at end of message until a packet that
+/// is neither a modification nor progress; elsewhere until one that is not
+/// progress. Where the recording has no answer (macros, abort, a stage without
+/// reply) nothing is awaited; a milter that answers there anyway shows as a
+/// difference at the next answer.
+///
+/// ```no_run
+/// use milter_blocking::client::{replay, Recording};
+///
+/// // A session recorded in production with `milter-check record`:
+/// let text = std::fs::read_to_string("tests/data/spam-session.milter-transcript")?;
+/// let recording = Recording::parse(&text)?;
+/// // The milter under test, started by the test on a free port:
+/// let report = replay(&recording, "inet:7357@127.0.0.1")?;
+/// assert!(report.is_same(), "{report}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn replay(
     recording: &Recording,
     target: impl ConnectTarget,
