@@ -9,14 +9,12 @@ mod support;
 #[path = "../../milter-blocking/tests/data/tagger.rs"]
 mod tagger;
 
-use milter_blocking::client::{
-    replay, DifferenceKind, Direction, Recording, RecordingProxy, ReplayReport,
-};
+use milter_blocking::client::{replay, DifferenceKind, Direction, Recording, ReplayReport};
 use milter_blocking::{Server, ServerHandle, SocketSpec};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::milter_process::{missing_prerequisite, TempDir};
 use support::postfix::{self, Postfix, PostfixConfig};
+use support::recordings::{message_recording, Recorder};
 use support::smtp::{SmtpClient, SmtpSink};
 use tagger::Tagger;
 
@@ -54,34 +52,6 @@ fn start(tag: &'static str) -> RunningMilter {
 const MESSAGE: &str =
     "From: a@example.test\r\nTo: b@example.test\r\nSubject: recorded\r\n\r\nbody line\r\n";
 
-/// The complete recording of the milter connection that carried a message (the
-/// harness's readiness probe makes one without).
-fn message_recording(dir: &Path) -> Recording {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for entry in std::fs::read_dir(dir).expect("read dir") {
-            let path = entry.expect("dir entry").path();
-            let text = std::fs::read_to_string(&path).expect("read recording");
-            if !text.ends_with('\n') {
-                continue;
-            }
-            let rec = Recording::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            let has_message = rec
-                .packets()
-                .any(|p| p.direction == Direction::ToMilter && p.code == b'M');
-            if rec.is_complete() && has_message {
-                return rec;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no complete recording with a message in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn replayed(rec: &Recording, milter: &RunningMilter) -> ReplayReport {
     replay(rec, &milter.spec).unwrap_or_else(|e| panic!("replay: {e}\n{rec}"))
 }
@@ -96,17 +66,11 @@ fn a_postfix_session_recorded_through_the_proxy_replays_against_the_same_and_cha
     }
     let one = start("one");
     let dir = TempDir::new("record-replay").expect("temp dir");
-    let listen: SocketSpec = "inet:0@127.0.0.1".parse().expect("spec");
-    let proxy = RecordingProxy::bind(&listen, one.spec.clone(), dir.path()).expect("proxy");
-    let SocketSpec::Inet(proxy_addr) = proxy.local_spec() else {
-        unreachable!("an inet listener")
-    };
-    let stop = proxy.handle();
-    let proxy_thread = std::thread::spawn(move || proxy.run());
+    let recorder = Recorder::start(&one.spec, dir.path());
 
     let sink = SmtpSink::start().expect("sink");
     let config = PostfixConfig {
-        milter: format!("inet:127.0.0.1:{}", proxy_addr.port()),
+        milter: format!("inet:127.0.0.1:{}", recorder.port),
         relay: sink.addr(),
         extra_main_cf: Vec::new(),
     };
@@ -124,8 +88,7 @@ fn a_postfix_session_recorded_through_the_proxy_replays_against_the_same_and_cha
     assert_eq!(delivered[0].header_values("X-Tag"), [" one"]);
     let rec = message_recording(dir.path());
     drop(mta);
-    stop.stop();
-    let _ = proxy_thread.join();
+    drop(recorder);
 
     // What Postfix sent is all there, in its order, with the milter's answers.
     let codes: String = rec
