@@ -20,14 +20,12 @@ use milter_blocking::core::{Modification, Reply};
 use milter_blocking::SocketSpec;
 use std::path::Path;
 use std::time::Duration;
-use support::cases;
 use support::milter_process::{
     free_port, missing_prerequisite, run_with_timeout, try_spawn_milter, MilterGuard, TempDir,
     START_TIMEOUT,
 };
-use support::postfix::{self, Postfix, PostfixConfig};
-use support::recordings::{eom_answer, message_recording, Recorder};
-use support::smtp::{SmtpClient, SmtpSink};
+use support::postfix;
+use support::recordings::{eom_answer, through_postfix};
 
 const OPENDKIM: &str = "/usr/sbin/opendkim";
 const OPENDKIM_GENKEY: &str = "/usr/sbin/opendkim-genkey";
@@ -111,43 +109,7 @@ fn envelope() -> Envelope {
 /// The message through a private Postfix to `milter`; what the milter answered at
 /// end of message, read from the recording.
 fn via_postfix(milter: &SocketSpec, message: &str) -> Outcome {
-    let dir = TempDir::new("interop-third-party").expect("temp dir");
-    let recorder = Recorder::start(milter, dir.path());
-    let sink = SmtpSink::start().expect("sink");
-    let config = PostfixConfig {
-        milter: format!("inet:127.0.0.1:{}", recorder.port),
-        relay: sink.addr(),
-        extra_main_cf: Vec::new(),
-    };
-    let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
-    let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
-    smtp.ehlo("client.example.test").expect("ehlo");
-    smtp.mail_from("a@example.test", &[]).expect("mail");
-    smtp.rcpt_to("b@example.test", &[]).expect("rcpt");
-    let r = smtp.data(message.as_bytes()).expect("data");
-    assert!(
-        r.final_reply().is_positive(),
-        "{:?}\n{}",
-        r.final_reply(),
-        mta.log()
-    );
-    let _ = smtp.quit();
-    sink.wait_for_count(1, Duration::from_secs(60))
-        .unwrap_or_else(|got| panic!("not delivered: {got:?}\n{}", mta.log()));
-    let rec = message_recording(dir.path());
-    let log = mta.log();
-    assert_eq!(
-        cases::outside_attempts(&log),
-        "",
-        "Postfix tried to leave the machine"
-    );
-    assert_eq!(
-        cases::milter_trouble(&log),
-        "",
-        "Postfix reports milter trouble"
-    );
-    drop(mta);
-    drop(recorder);
+    let rec = through_postfix(milter, message.as_bytes()).recording;
     let answer = eom_answer(&rec);
     let (verdict, mods) = answer.split_last().expect("an answer");
     Outcome {

@@ -12,10 +12,9 @@ mod tagger;
 use milter_blocking::client::{replay, DifferenceKind, Direction, Recording, ReplayReport};
 use milter_blocking::{Server, ServerHandle, SocketSpec};
 use std::time::Duration;
-use support::milter_process::{missing_prerequisite, TempDir};
-use support::postfix::{self, Postfix, PostfixConfig};
-use support::recordings::{message_recording, Recorder};
-use support::smtp::{SmtpClient, SmtpSink};
+use support::milter_process::missing_prerequisite;
+use support::postfix;
+use support::recordings::through_postfix;
 use tagger::Tagger;
 
 struct RunningMilter {
@@ -65,30 +64,9 @@ fn a_postfix_session_recorded_through_the_proxy_replays_against_the_same_and_cha
         return;
     }
     let one = start("one");
-    let dir = TempDir::new("record-replay").expect("temp dir");
-    let recorder = Recorder::start(&one.spec, dir.path());
-
-    let sink = SmtpSink::start().expect("sink");
-    let config = PostfixConfig {
-        milter: format!("inet:127.0.0.1:{}", recorder.port),
-        relay: sink.addr(),
-        extra_main_cf: Vec::new(),
-    };
-    let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
-    let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
-    smtp.ehlo("client.example.test").expect("ehlo");
-    smtp.mail_from("a@example.test", &[]).expect("mail");
-    smtp.rcpt_to("b@example.test", &[]).expect("rcpt");
-    let r = smtp.data(MESSAGE.as_bytes()).expect("data");
-    assert!(r.final_reply().is_positive(), "{:?}", r.final_reply());
-    let _ = smtp.quit();
-    let delivered = sink
-        .wait_for_count(1, Duration::from_secs(60))
-        .unwrap_or_else(|got| panic!("not delivered: {got:?}\n{}", mta.log()));
-    assert_eq!(delivered[0].header_values("X-Tag"), [" one"]);
-    let rec = message_recording(dir.path());
-    drop(mta);
-    drop(recorder);
+    let run = through_postfix(&one.spec, MESSAGE.as_bytes());
+    assert_eq!(run.delivered[0].header_values("X-Tag"), [" one"]);
+    let rec = run.recording;
 
     // What Postfix sent is all there, in its order, with the milter's answers.
     let codes: String = rec

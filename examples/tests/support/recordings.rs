@@ -91,3 +91,60 @@ pub fn eom_answer(rec: &Recording) -> Vec<Reply> {
         })
         .collect()
 }
+
+/// A message sent through a private Postfix whose milter is `milter`, behind a
+/// recorder.
+pub struct PostfixRun {
+    /// The milter connection that carried the message.
+    pub recording: Recording,
+    /// What the relay sink received.
+    pub delivered: Vec<crate::support::smtp::Delivery>,
+    /// Postfix's log.
+    pub log: String,
+}
+
+/// Sends `message` from `a@example.test` to `b@example.test` through a private
+/// Postfix (started for this call) with a recorder in front of `milter`; returns
+/// once the message is delivered to the sink and the milter connection is closed.
+/// Fails if Postfix logs an attempt to leave the machine or trouble with the milter.
+pub fn through_postfix(milter: &SocketSpec, message: &[u8]) -> PostfixRun {
+    use crate::support::postfix::{Postfix, PostfixConfig};
+    use crate::support::smtp::{SmtpClient, SmtpSink};
+    let dir = crate::support::milter_process::TempDir::new("recorded").expect("temp dir");
+    let recorder = Recorder::start(milter, dir.path());
+    let sink = SmtpSink::start().expect("sink");
+    let config = PostfixConfig {
+        milter: format!("inet:127.0.0.1:{}", recorder.port),
+        relay: sink.addr(),
+        extra_main_cf: Vec::new(),
+    };
+    let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
+    let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
+    smtp.ehlo("client.example.test").expect("ehlo");
+    smtp.mail_from("a@example.test", &[]).expect("mail");
+    smtp.rcpt_to("b@example.test", &[]).expect("rcpt");
+    let r = smtp.data(message).expect("data");
+    assert!(
+        r.final_reply().is_positive(),
+        "{:?}\n{}",
+        r.final_reply(),
+        mta.log()
+    );
+    let _ = smtp.quit();
+    let delivered = sink
+        .wait_for_count(1, Duration::from_secs(60))
+        .unwrap_or_else(|got| panic!("not delivered: {got:?}\n{}", mta.log()));
+    let recording = message_recording(dir.path());
+    let log = mta.log();
+    let outside = crate::support::cases::outside_attempts(&log);
+    assert_eq!(outside, "", "Postfix tried to leave the machine");
+    let trouble = crate::support::cases::milter_trouble(&log);
+    assert_eq!(trouble, "", "Postfix reports milter trouble");
+    drop(mta);
+    drop(recorder);
+    PostfixRun {
+        recording,
+        delivered,
+        log,
+    }
+}
