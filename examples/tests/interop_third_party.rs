@@ -6,12 +6,15 @@
 //!
 //! OpenDKIM signs (one private instance, mode `s`, a key made for the test) and
 //! verifies (another instance, mode `v`, the public key read from a local file with
-//! `TestPublicKeys`, so no DNS). Both run on loopback with private configuration
-//! files, started once for this test binary (one test function), and point their
-//! resolver at 127.0.0.1 so that nothing could leave the machine.
+//! `TestPublicKeys`, so no DNS). rspamd's proxy worker runs in milter mode and
+//! scans by itself with two rules of the test's own (add-header and reject
+//! actions), without the packaged modules. Each daemon runs on loopback with
+//! private configuration files, is started once for this test binary (one test
+//! function each), and has its resolver pointed at 127.0.0.1 so that nothing could
+//! leave the machine; the rspamd test also checks its log shows no DNS request.
 //!
-//! Needs root and the Debian packages `postfix`, `opendkim` and `opendkim-tools`;
-//! skipped (or failing under `CI=true`) without.
+//! Needs root and the Debian packages `postfix`, `opendkim`, `opendkim-tools` and
+//! `rspamd`; skipped (or failing under `CI=true`) without.
 
 mod support;
 
@@ -39,8 +42,10 @@ body line\r\nand another\r\n";
 /// What a milter did with a message, comparable across the two paths.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
-    /// The verdict's code letter (`a`, `c`, `r`, ...).
+    /// The verdict's code letter (`a`, `c`, `r`, `y`, ...).
     verdict: char,
+    /// The text of a `y` verdict.
+    reply: Option<String>,
     /// The modifications, with what varies by the second (a DKIM signature's `t=`
     /// and `b=`) left out.
     modifications: Vec<String>,
@@ -114,6 +119,10 @@ fn via_postfix(milter: &SocketSpec, message: &str) -> Outcome {
     let (verdict, mods) = answer.split_last().expect("an answer");
     Outcome {
         verdict: char::from(verdict.code()),
+        reply: match verdict {
+            Reply::ReplyCode(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        },
         modifications: mods
             .iter()
             .filter(|r| !matches!(r, Reply::Progress))
@@ -136,6 +145,10 @@ fn via_client(milter: &SocketSpec, message: &str) -> (Outcome, Vec<Modification>
     let eom = t.eom.expect("end of message reached");
     let outcome = Outcome {
         verdict: decision_code(&eom.decision),
+        reply: match &eom.decision {
+            Decision::Reply(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => None,
+        },
         modifications: eom.modifications.iter().map(describe).collect(),
     };
     (outcome, eom.modifications)
@@ -271,4 +284,184 @@ fn opendkim_signs_and_verifies_the_same_through_postfix_and_the_client() {
                 && m.contains("dkim=pass")),
         "{ours:?}"
     );
+}
+
+const RSPAMD: &str = "/usr/bin/rspamd";
+
+/// Two rules of the test's own, on the subject: `spammy` scores 7 (the add-header
+/// action), `reject me` scores 20 (reject).
+const RSPAMD_RULES: &str = r#"
+rspamd_config.TEST_SPAMMY = {
+  callback = function(task)
+    local s = task:get_subject()
+    return s ~= nil and s:find("spammy", 1, true) ~= nil
+  end,
+  score = 7.0,
+  description = "test rule: the subject is spammy",
+}
+rspamd_config.TEST_REJECT_ME = {
+  callback = function(task)
+    local s = task:get_subject()
+    return s ~= nil and s:find("reject me", 1, true) ~= nil
+  end,
+  score = 20.0,
+  description = "test rule: the subject asks for rejection",
+}
+"#;
+
+/// A private rspamd: its proxy worker in milter mode scanning by itself
+/// (`self_scan`), none of the packaged modules (they fetch maps and query DNS
+/// lists), the test's rules, a list of four top-level domains instead of the
+/// public suffix list (which takes long to compile), and a resolver on a port of
+/// 127.0.0.1 where nothing answers. Stopped on drop.
+struct Rspamd {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Rspamd {
+    fn start(dir: &Path, port: u16) -> Rspamd {
+        let d = dir.display();
+        std::fs::write(dir.join("rules.lua"), RSPAMD_RULES).expect("rules");
+        std::fs::write(dir.join("tld.dat"), "test\ncom\nnet\norg\n").expect("tld");
+        let conf = format!(
+            r#"options {{
+  pidfile = "{d}/rspamd.pid";
+  dbdir = "{d}";
+  tempdir = "{d}";
+  hs_cache_dir = "{d}";
+  url_tld = "{d}/tld.dat";
+  lua_path = "/usr/share/rspamd/lualib/?.lua;/usr/share/rspamd/lualib/?/init.lua";
+  dns {{
+    nameserver = ["127.0.0.1:1"];
+    timeout = 0.1s;
+    retransmits = 1;
+  }}
+}}
+logging {{
+  type = "file";
+  filename = "{d}/rspamd.log";
+  level = "info";
+}}
+actions {{
+  reject = 15;
+  add_header = 6;
+}}
+lua = "{d}/rules.lua";
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{port}";
+  milter = yes;
+  timeout = 60s;
+  count = 1;
+  upstream "local" {{
+    default = yes;
+    self_scan = yes;
+  }}
+  spam_header = "X-Spam";
+  reject_message = "Spam message rejected";
+}}
+"#
+        );
+        let conf_path = dir.join("rspamd.conf");
+        std::fs::write(&conf_path, conf).expect("rspamd.conf");
+        let out = std::fs::File::create(dir.join("rspamd.out")).expect("rspamd.out");
+        // -i: the test runs as root; the workers may too.
+        let child = std::process::Command::new(RSPAMD)
+            .args(["-f", "-i", "-c"])
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rspamd: {e}"));
+        let rspamd = Rspamd {
+            child,
+            log: dir.join("rspamd.log"),
+        };
+        if let Err(e) = support::milter_process::wait_for_port(port, Duration::from_secs(60)) {
+            panic!("rspamd: {e}\n{}", rspamd.log());
+        }
+        rspamd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        // SIGTERM lets the main process stop its workers; kill it if it lingers.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_subject(subject: &str) -> String {
+    MESSAGE.replace("Subject: third party", &format!("Subject: {subject}"))
+}
+
+#[test]
+fn rspamd_proxy_answers_the_same_through_postfix_and_the_client() {
+    const TEST: &str = "rspamd_proxy_answers_the_same_through_postfix_and_the_client";
+    if let Some(reason) = postfix::unavailable() {
+        missing_prerequisite(TEST, &reason);
+        return;
+    }
+    if !Path::new(RSPAMD).is_file() {
+        missing_prerequisite(TEST, &format!("{RSPAMD} not found (Debian package rspamd)"));
+        return;
+    }
+    let dir = TempDir::new("rspamd").expect("temp dir");
+    let port = free_port();
+    let rspamd = Rspamd::start(dir.path(), port);
+    let milter: SocketSpec = format!("inet:{port}@127.0.0.1").parse().expect("spec");
+
+    let cases = [
+        ("a plain subject", 'a', Vec::<String>::new()),
+        (
+            "spammy offer",
+            'a',
+            vec!["change X-Spam[1]: Yes".to_owned()],
+        ),
+        ("please reject me", 'y', Vec::new()),
+    ];
+    for (subject, verdict, modifications) in cases {
+        let message = with_subject(subject);
+        let real = via_postfix(&milter, &message);
+        let (ours, _) = via_client(&milter, &message);
+        assert_eq!(
+            real, ours,
+            "rspamd, subject {subject:?}: Postfix, then the client"
+        );
+        assert_eq!(
+            (ours.verdict, &ours.modifications),
+            (verdict, &modifications),
+            "rspamd, subject {subject:?}"
+        );
+        if verdict == 'y' {
+            assert_eq!(
+                ours.reply.as_deref(),
+                Some("554 5.7.1 Spam message rejected")
+            );
+        }
+    }
+    let log = rspamd.log();
+    assert_eq!(log.matches("rspamd_task_write_log").count(), 6, "{log}");
+    let dns_requests: Vec<&str> = log
+        .split("dns req: ")
+        .skip(1)
+        .map(|rest| rest.split(',').next().unwrap_or(""))
+        .collect();
+    assert_eq!(dns_requests, ["0"; 6], "rspamd made DNS requests:\n{log}");
 }

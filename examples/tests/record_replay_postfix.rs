@@ -65,6 +65,7 @@ fn a_postfix_session_recorded_through_the_proxy_replays_against_the_same_and_cha
     }
     let one = start("one");
     let run = through_postfix(&one.spec, MESSAGE.as_bytes());
+    assert!(run.data_reply.is_positive(), "{:?}", run.data_reply);
     assert_eq!(run.delivered[0].header_values("X-Tag"), [" one"]);
     let rec = run.recording;
 
