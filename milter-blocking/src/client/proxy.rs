@@ -97,7 +97,7 @@ pub enum ProxyError {
         /// The cause.
         source: io::Error,
     },
-    /// Accepting a connection failed.
+    /// The listening socket cannot be set up for accepting.
     Accept(io::Error),
 }
 
@@ -112,7 +112,7 @@ impl fmt::Display for ProxyError {
                     path.display()
                 )
             }
-            ProxyError::Accept(e) => write!(f, "accepting a connection: {e}"),
+            ProxyError::Accept(e) => write!(f, "setting up the listening socket: {e}"),
         }
     }
 }
@@ -176,18 +176,26 @@ impl RecordingProxy {
         }
     }
 
-    /// Accepts connections until stopped, a thread pair per connection.
+    /// Accepts connections until stopped, a thread pair per connection. An error
+    /// accepting one connection is logged and the proxy goes on; only a failure to
+    /// set the listening socket up ends it.
     pub fn run(self) -> Result<(), ProxyError> {
         self.listener
             .set_accept_timeout(ACCEPT_POLL)
             .map_err(ProxyError::Accept)?;
-        let seq = AtomicU64::new(0);
         while !self.stop.load(Ordering::SeqCst) {
-            let Some(mta) = self.listener.accept().map_err(ProxyError::Accept)? else {
-                continue;
+            let mta = match self.listener.accept() {
+                Ok(Some(mta)) => mta,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Out of descriptors, a connection reset before accept: the
+                    // proxy goes on, after a pause so as not to spin.
+                    log::error!("milter proxy: accepting a connection: {e}");
+                    std::thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
             };
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(recording_name(n));
+            let path = self.dir.join(recording_name());
             let milter = self.milter.clone();
             let max = self.max_payload;
             let spawned = std::thread::Builder::new()
@@ -201,7 +209,11 @@ impl RecordingProxy {
     }
 }
 
-fn recording_name(n: u64) -> String {
+/// Numbers the recordings of this process (of all its proxies).
+static RECORDINGS: AtomicU64 = AtomicU64::new(0);
+
+fn recording_name() -> String {
+    let n = RECORDINGS.fetch_add(1, Ordering::Relaxed);
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -294,7 +306,11 @@ fn relay(mta: listener::Stream, milter_spec: &SocketSpec, path: &Path, max_paylo
     let mta_end = mta
         .peer()
         .map_or_else(|| "unix".to_owned(), |a| a.to_string());
-    let writer = match File::create(path)
+    // Never overwrite: a file of that name was made by someone else.
+    let writer = match File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
         .and_then(|f| RecordingWriter::new(f, &mta_end, &milter_spec.to_string()))
     {
         Ok(w) => Some(w),
