@@ -10,6 +10,11 @@
 //! verdict; `--output FILE` writes the message as the MTA would queue it. Errors are
 //! reported in one line on standard error.
 //!
+//! `milter-check record --listen SOCKET --milter SOCKET --dir DIR` relays an MTA's
+//! milter connections and records each; `milter-check replay RECORDING SOCKET` replays
+//! one against a milter and reports where the answers differ (exit 0 same, 1
+//! differs). See `docs/RECORDINGS.md` and `milter-check record --help`.
+//!
 //! Exit status:
 //!
 //! | code | meaning |
