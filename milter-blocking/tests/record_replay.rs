@@ -282,7 +282,7 @@ mod cli {
             assert_eq!(code, 1, "{out}");
             assert!(out.contains("modifications differs"), "{out}");
 
-            std::fs::write(dir.path().join("bad"), "milter-transcript 1 mta=a\n").unwrap();
+            std::fs::write(dir.path().join("bad"), "milter-recording 1 mta=a\n").unwrap();
             let bad = dir.path().join("bad");
             let (code, out) = milter_check(&["replay", bad.to_str().unwrap(), "inet:1@127.0.0.1"]);
             assert_eq!(code, 65, "{out}");

@@ -25,7 +25,7 @@ const MILTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_SIZE: usize = 64 * 1024;
 
 /// The file name ending of a recording.
-pub const RECORDING_EXTENSION: &str = "milter-transcript";
+pub const RECORDING_EXTENSION: &str = "milter-recording";
 
 /// Records the connections between an MTA and a milter.
 ///

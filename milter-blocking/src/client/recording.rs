@@ -12,7 +12,7 @@
 //! comments and no blank lines, so entry `n` (from 0) is always on line `n + 2`.
 //!
 //! ```text
-//! milter-transcript 1 mta=127.0.0.1:40312 milter=inet:7357@127.0.0.1 started=1796536296.120055
+//! milter-recording 1 mta=127.0.0.1:40312 milter=inet:7357@127.0.0.1 started=1796536296.120055
 //! > 0.000000 O \0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff
 //! < 0.000412 O \0\0\0\x06\0\0\0\x01\0\0\0\0
 //! negotiated version=6 actions=0x00000001 protocol=0x00000000
@@ -25,7 +25,7 @@
 //!
 //! | line | meaning |
 //! | --- | --- |
-//! | `milter-transcript 1 mta=E milter=E started=S` | header: format version 1, the MTA's and the milter's endpoints (escaped, see below), the start as seconds since 1970 with 6 decimals |
+//! | `milter-recording 1 mta=E milter=E started=S` | header: format version 1, the MTA's and the milter's endpoints (escaped, see below), the start as seconds since 1970 with 6 decimals |
 //! | `> T C PAYLOAD` | a packet from the MTA to the milter: `T` seconds since the start (6 decimals), `C` the code byte, then one space and the payload (left out with its space when empty) |
 //! | `< T C PAYLOAD` | a packet from the milter to the MTA |
 //! | `negotiated version=V actions=0xA protocol=0xP` | what the milter asked for in its negotiation answer (8 hex digits each); follows the `<` line of that answer |
@@ -44,7 +44,7 @@
 //!
 //! ```
 //! use milter_blocking::client::{Direction, Recording, RecordingEntry};
-//! let text = "milter-transcript 1 mta=127.0.0.1:40312 milter=inet:7357@127.0.0.1 started=0.000000\n\
+//! let text = "milter-recording 1 mta=127.0.0.1:40312 milter=inet:7357@127.0.0.1 started=0.000000\n\
 //!             > 0.000100 H\n\
 //!             < 0.000200 c\n\
 //!             end 0.000300\n";
@@ -65,7 +65,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const RECORDING_FORMAT_VERSION: u32 = 1;
 
 /// The first word of a recording.
-const MAGIC: &str = "milter-transcript";
+const MAGIC: &str = "milter-recording";
 
 /// Which way a packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -316,7 +316,7 @@ pub enum RecordingErrorKind {
     Empty,
     /// A line does not end in `\n` (the file was cut short).
     NoLineEnd,
-    /// The first line does not start with `milter-transcript`.
+    /// The first line does not start with `milter-recording`.
     NotARecording,
     /// The format version is not one this library reads.
     UnsupportedVersion(String),
@@ -683,7 +683,7 @@ mod tests {
     use proptest::prelude::*;
 
     const HEAD: &str =
-        "milter-transcript 1 mta=127.0.0.1:5 milter=inet:7@127.0.0.1 started=1.000000\n";
+        "milter-recording 1 mta=127.0.0.1:5 milter=inet:7@127.0.0.1 started=1.000000\n";
 
     fn err(text: &str) -> RecordingError {
         Recording::parse(text).unwrap_err()
@@ -731,7 +731,7 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(err("").kind, RecordingErrorKind::Empty);
         assert_eq!(err("hello\n").kind, RecordingErrorKind::NotARecording);
-        let e = err("milter-transcript 2 mta=a milter=b started=0.000000\n");
+        let e = err("milter-recording 2 mta=a milter=b started=0.000000\n");
         assert_eq!(e.kind, RecordingErrorKind::UnsupportedVersion("2".into()));
         let e = err(&format!("{HEAD}> 0.000001 c\n> 0.1 c\n"));
         assert_eq!(e.line, 3);
@@ -845,7 +845,7 @@ mod tests {
         fn parsing_any_text_never_panics(
             lines in proptest::collection::vec(
                 prop_oneof![
-                    Just("milter-transcript 1 mta=a milter=b started=0.000000".to_owned()),
+                    Just("milter-recording 1 mta=a milter=b started=0.000000".to_owned()),
                     r"(>|<|>!|<!|>\?|end|negotiated)? ?[0-9.]{0,9} ?[\\xé0a-f ]{0,6}\PC{0,8}",
                     r"\PC{0,20}",
                 ],

@@ -183,7 +183,7 @@ impl From<ClientError> for ReplayError {
 /// use milter_blocking::client::{replay, Recording};
 ///
 /// // A session recorded in production with `milter-check record`:
-/// let text = std::fs::read_to_string("tests/data/spam-session.milter-transcript")?;
+/// let text = std::fs::read_to_string("tests/data/spam-session.milter-recording")?;
 /// let recording = Recording::parse(&text)?;
 /// // The milter under test, started by the test on a free port:
 /// let report = replay(&recording, "inet:7357@127.0.0.1")?;
@@ -511,7 +511,7 @@ mod tests {
     use super::*;
 
     fn rec(text: &str) -> Recording {
-        let head = "milter-transcript 1 mta=a milter=b started=0.000000\n";
+        let head = "milter-recording 1 mta=a milter=b started=0.000000\n";
         Recording::parse(&format!("{head}{text}")).unwrap()
     }
 

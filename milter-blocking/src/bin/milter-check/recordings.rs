@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const RECORD_HELP: &str = "\
-Each milter connection becomes one file DIR/SECONDS-PID-N.milter-transcript, written as
+Each milter connection becomes one file DIR/SECONDS-PID-N.milter-recording, written as
 the packets pass (see the recording format in the milter-blocking documentation, module
 client::recording). Bytes are relayed unchanged. Stop with Ctrl-C.
 
@@ -37,7 +37,7 @@ Exit status:
   75  the milter timed out
 
 Example:
-  milter-check replay rec/1796536296-4242-000000.milter-transcript inet:7357@127.0.0.1";
+  milter-check replay rec/1796536296-4242-000000.milter-recording inet:7357@127.0.0.1";
 
 /// Subcommands besides the default (run one message).
 #[derive(Debug, Subcommand)]
@@ -71,7 +71,7 @@ pub struct RecordArgs {
 /// `milter-check replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// The recording (a .milter-transcript file)
+    /// The recording (a .milter-recording file)
     #[arg(value_name = "RECORDING")]
     recording: PathBuf,
     /// The milter: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH
