@@ -10,12 +10,12 @@ mod support;
 mod tagger;
 
 use milter_blocking::client::{replay, DifferenceKind, Direction, Recording, ReplayReport};
-use milter_blocking::{Server, ServerHandle, SocketSpec};
+use milter_blocking::{Milter, Server, ServerHandle, SocketSpec};
 use std::time::Duration;
 use support::milter_process::missing_prerequisite;
 use support::postfix;
 use support::recordings::through_postfix;
-use tagger::Tagger;
+use tagger::{HeaderBlindTagger, Tagger};
 
 struct RunningMilter {
     spec: SocketSpec,
@@ -33,10 +33,16 @@ impl Drop for RunningMilter {
 }
 
 fn start(tag: &'static str) -> RunningMilter {
+    start_milter(move || Tagger { tag })
+}
+
+fn start_milter<M: Milter + 'static>(
+    factory: impl Fn() -> M + Send + Sync + 'static,
+) -> RunningMilter {
     let server = Server::builder()
         .listen("inet:0@127.0.0.1")
         .expect("bind")
-        .build(move || Tagger { tag })
+        .build(factory)
         .expect("server");
     let spec = server.local_spec();
     let handle = server.handle();
@@ -99,6 +105,19 @@ fn a_postfix_session_recorded_through_the_proxy_replays_against_the_same_and_cha
         [(DifferenceKind::Modifications, b'E')],
         "{report}\n{rec}"
     );
+
+    // Changed to negotiate the header stage away: the five headers are not sent
+    // and their recorded answers show as differences.
+    let blind = start_milter(|| HeaderBlindTagger);
+    let report = replayed(&rec, &blind);
+    let kinds: Vec<_> = report
+        .differences
+        .iter()
+        .map(|d| (d.kind, d.command))
+        .collect();
+    let mut expected = vec![(DifferenceKind::Negotiation, b'O')];
+    expected.extend([(DifferenceKind::Verdict, b'L'); 5]);
+    assert_eq!(kinds, expected, "{report}\n{rec}");
 
     let reject = start("reject");
     let report = replayed(&rec, &reject);

@@ -12,8 +12,8 @@ mod tagger;
 
 use common::{watchdog, TestServer};
 use milter_blocking::client::{
-    replay, Client, DifferenceKind, Direction, Envelope, Message, Recording, RecordingEntry,
-    RecordingProxy, Verdict, RECORDING_EXTENSION,
+    replay, replay_with_timeout, Client, DifferenceKind, Direction, Envelope, Message, Recording,
+    RecordingEntry, RecordingProxy, Verdict, RECORDING_EXTENSION,
 };
 use milter_blocking::SocketSpec;
 use std::io::{Read, Write};
@@ -201,6 +201,31 @@ fn a_recorded_session_replays_the_same_against_the_same_milter_and_differs_again
             d.to_string()
                 .contains("recorded add header X-Tag: \"one\"; replayed add header X-Tag: \"two\""),
             "{d}"
+        );
+
+        // Changed to negotiate the header stage away: headers are not sent, their
+        // recorded answers show as differences, and nothing waits for an answer.
+        let blind = TestServer::start(|| tagger::HeaderBlindTagger);
+        let report = replay_with_timeout(&rec, &blind.spec, Duration::from_secs(20)).unwrap();
+        let kinds: Vec<_> = report
+            .differences
+            .iter()
+            .map(|d| (d.kind, d.command))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (DifferenceKind::Negotiation, b'O'),
+                (DifferenceKind::Verdict, b'L'),
+                (DifferenceKind::Verdict, b'L')
+            ],
+            "{report}"
+        );
+        assert!(
+            report.differences[1]
+                .to_string()
+                .ends_with("recorded continue; replayed nothing"),
+            "{report}"
         );
 
         let reject = tagger("reject");

@@ -4,7 +4,7 @@ use super::error::ClientError;
 use super::recording::{Direction, RecordedPacket, Recording, RecordingEntry};
 use super::stream::{ConnectTarget, Stream};
 use milter_core::frame::{Frame, FrameDecoder};
-use milter_core::{Reply, Stage};
+use milter_core::{ProtocolOpts, Reply, Stage};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -177,7 +177,10 @@ impl From<ClientError> for ReplayError {
 /// is neither a modification nor progress; elsewhere until one that is not
 /// progress. Where the recording has no answer (macros, abort, a stage without
 /// reply) nothing is awaited; a milter that answers there anyway shows as a
-/// difference at the next answer.
+/// difference at the next answer. Where the milter now negotiates a stage away
+/// (skip) it is not sent, as an MTA would not send it; where it now negotiates no
+/// reply for a stage, no answer is awaited; either way a recorded answer there
+/// shows as a difference with nothing replayed.
 ///
 /// ```no_run
 /// use milter_blocking::client::{replay, Recording};
@@ -227,10 +230,20 @@ pub fn replay_with_timeout(
     };
     let mut decoder = FrameDecoder::new();
     let mut wbuf = Vec::new();
+    // What the milter asked for in its negotiation answer during this replay.
+    let mut live = ProtocolOpts::empty();
     for ex in &exchanges {
         wbuf.clear();
         for p in &ex.sent {
-            milter_core::frame::encode_frame(&mut wbuf, p.code, &[&p.payload]);
+            // An MTA does not send a stage (or its macros) the milter negotiated
+            // away.
+            let stage_code = match p.code {
+                b'D' => p.payload.first().copied().unwrap_or(0),
+                c => c,
+            };
+            if !negotiated_away(live, stage_code, Stage::skip_flag) {
+                milter_core::frame::encode_frame(&mut wbuf, p.code, &[&p.payload]);
+            }
         }
         if let Err(e) = stream.write_all(&wbuf) {
             if ex.recorded.is_empty() || is_closed(&e) {
@@ -245,8 +258,19 @@ pub fn replay_with_timeout(
         if ex.recorded.is_empty() {
             continue;
         }
+        if negotiated_away(live, ex.command, Stage::skip_flag)
+            || negotiated_away(live, ex.command, Stage::no_reply_flag)
+        {
+            // No answer is due this time: the difference is that there is none.
+            report.answers += 1;
+            compare(ex, &[], &mut report.differences);
+            continue;
+        }
         match read_answer(&mut stream, &mut decoder, ex.command, ex.line) {
             Ok(Some(replayed)) => {
+                if let Some(Reply::OptNeg(o)) = replayed.first() {
+                    live = o.protocol;
+                }
                 report.answers += 1;
                 compare(ex, &replayed, &mut report.differences);
             }
@@ -259,6 +283,16 @@ pub fn replay_with_timeout(
     }
     stream.shutdown();
     Ok(report)
+}
+
+/// Whether the command `code` belongs to a stage whose `flag` (skip or no-reply)
+/// the milter set in its negotiation answer.
+fn negotiated_away(live: ProtocolOpts, code: u8, flag: fn(Stage) -> Option<ProtocolOpts>) -> bool {
+    Stage::ALL
+        .into_iter()
+        .find(|s| s.code() == code)
+        .and_then(flag)
+        .is_some_and(|f| live.contains(f))
 }
 
 fn is_closed(e: &io::Error) -> bool {

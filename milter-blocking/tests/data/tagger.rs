@@ -40,3 +40,27 @@ impl Tagger {
         Ok(Status::Continue)
     }
 }
+
+/// A [`Tagger`] changed to look at no header: it negotiates the header stage away.
+#[derive(Milter, Default)]
+#[milter(actions(add_header))]
+pub struct HeaderBlindTagger;
+
+impl HeaderBlindTagger {
+    fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> Status {
+        Status::Continue
+    }
+
+    fn mail(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
+        Status::Continue
+    }
+
+    fn rcpt(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
+        Status::Continue
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+        ctx.add_header("X-Tag", "one")?;
+        Ok(Status::Continue)
+    }
+}
