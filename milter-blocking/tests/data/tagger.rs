@@ -41,24 +41,13 @@ impl Tagger {
     }
 }
 
-/// A [`Tagger`] changed to look at no header: it negotiates the header stage away.
+/// A [`Tagger`] changed to look at nothing before end of message: it negotiates
+/// connect, MAIL, RCPT and the headers away.
 #[derive(Milter, Default)]
 #[milter(actions(add_header))]
-pub struct HeaderBlindTagger;
+pub struct EomOnlyTagger;
 
-impl HeaderBlindTagger {
-    fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> Status {
-        Status::Continue
-    }
-
-    fn mail(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
-        Status::Continue
-    }
-
-    fn rcpt(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
-        Status::Continue
-    }
-
+impl EomOnlyTagger {
     fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
         ctx.add_header("X-Tag", "one")?;
         Ok(Status::Continue)
