@@ -12,8 +12,8 @@ mod tagger;
 
 use common::{watchdog, TestServer};
 use milter_blocking::client::{
-    replay, replay_with_timeout, Client, DifferenceKind, Direction, Envelope, Message, Recording,
-    RecordingEntry, RecordingProxy, Verdict, RECORDING_EXTENSION,
+    replay, replay_with_timeout, Client, DifferenceKind, Direction, Envelope, ErrorKind, Message,
+    Recording, RecordingEntry, RecordingProxy, ReplayError, Verdict, RECORDING_EXTENSION,
 };
 use milter_blocking::SocketSpec;
 use std::io::{Read, Write};
@@ -320,4 +320,42 @@ mod cli {
             assert_eq!(code, 66);
         });
     }
+}
+
+#[test]
+fn a_milter_that_does_not_answer_or_is_not_there_is_an_error_of_its_kind() {
+    watchdog(LIMIT, || {
+        let text = "milter-recording 1 mta=a milter=b started=0.000000\n\
+                    > 0.000001 O \\0\\0\\0\\x06\\0\\0\\x01\\xff\\0\\x1f\\xff\\xff\n\
+                    < 0.000002 O \\0\\0\\0\\x06\\0\\0\\0\\x01\\0\\0\\0\\0\n";
+        let rec = Recording::parse(text).unwrap();
+        // Takes the connection and the negotiation, and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = std::thread::spawn(move || {
+            let (mut s, _) = silent.accept().unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        });
+        let e = replay_with_timeout(&rec, SocketSpec::Inet(addr), Duration::from_millis(200))
+            .unwrap_err();
+        match &e {
+            ReplayError::Milter(c) => assert_eq!(c.kind(), ErrorKind::Timeout, "{e}"),
+            other => panic!("{other}"),
+        }
+        assert!(e.to_string().contains("line 2 (negotiation (O)) (after 200ms)"), "{e}");
+        held.join().unwrap();
+
+        // Nothing listens on a port that was just free.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = replay(&rec, format!("inet:{port}@127.0.0.1")).unwrap_err();
+        match &e {
+            ReplayError::Milter(c) => assert_eq!(c.kind(), ErrorKind::Connect, "{e}"),
+            other => panic!("{other}"),
+        }
+    });
 }

@@ -266,7 +266,7 @@ pub fn replay_with_timeout(
             compare(ex, &[], &mut report.differences);
             continue;
         }
-        match read_answer(&mut stream, &mut decoder, ex.command, ex.line) {
+        match read_answer(&mut stream, &mut decoder, ex, timeout) {
             Ok(Some(replayed)) => {
                 if let Some(Reply::OptNeg(o)) = replayed.first() {
                     live = o.protocol;
@@ -383,10 +383,11 @@ fn is_verdict(reply: &Reply) -> bool {
 fn read_answer(
     stream: &mut Stream,
     decoder: &mut FrameDecoder,
-    command: u8,
-    line: usize,
+    ex: &Exchange<'_>,
+    timeout: Duration,
 ) -> Result<Option<Vec<Reply>>, ReplayError> {
-    let during = || format!("the answer to line {line} ({})", command_name(command));
+    let command = ex.command;
+    let during = || format!("the answer to line {} ({})", ex.line, command_name(command));
     let mut answer = Vec::new();
     loop {
         match decoder.next_frame() {
@@ -419,7 +420,7 @@ fn read_answer(
             Ok(n) => decoder.commit(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_closed(&e) => return Ok(None),
-            Err(e) => return Err(ClientError::from_io(e, &during(), None).into()),
+            Err(e) => return Err(ClientError::from_io(e, &during(), Some(timeout)).into()),
         }
     }
 }
