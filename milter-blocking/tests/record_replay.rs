@@ -343,7 +343,11 @@ fn a_milter_that_does_not_answer_or_is_not_there_is_an_error_of_its_kind() {
             ReplayError::Milter(c) => assert_eq!(c.kind(), ErrorKind::Timeout, "{e}"),
             other => panic!("{other}"),
         }
-        assert!(e.to_string().contains("line 2 (negotiation (O)) (after 200ms)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("line 2 (negotiation (O)) (after 200ms)"),
+            "{e}"
+        );
         held.join().unwrap();
 
         // Nothing listens on a port that was just free.
