@@ -28,6 +28,11 @@
 //!
 //! Errors are reported in one line on standard error.
 //!
+//! `milter-check record --listen SOCKET --milter SOCKET --dir DIR` relays an MTA's
+//! milter connections and records each; `milter-check replay RECORDING SOCKET` replays
+//! one against a milter and reports where the answers differ (exit 0 same, 1
+//! differs). See `docs/RECORDINGS.md` and `milter-check record --help`.
+//!
 //! Exit status:
 //!
 //! | code | meaning |
@@ -44,6 +49,9 @@
 //! | 73 | the output file cannot be written |
 //! | 74 | other I/O error |
 //! | 75 | the milter timed out |
+
+#[path = "milter-check/recordings.rs"]
+mod recordings;
 
 use clap::Parser;
 use milter_blocking::client::{
@@ -91,11 +99,21 @@ Examples:
 /// Run a message through a milter as Postfix or Sendmail would, and show what the
 /// milter did.
 #[derive(Debug, Parser)]
-#[command(name = "milter-check", version, after_help = EXIT_HELP)]
+#[command(
+    name = "milter-check",
+    version,
+    after_help = EXIT_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    /// Record an MTA's milter connections, or replay a recording
+    #[command(subcommand)]
+    tool: Option<recordings::Tool>,
+
     /// The milter's socket: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH
-    #[arg(value_name = "SOCKET")]
-    socket: String,
+    #[arg(value_name = "SOCKET", required = true)]
+    socket: Option<String>,
 
     /// The message (RFC 5322, CRLF or LF line ends); "-" or none reads standard input
     #[arg(value_name = "MESSAGE")]
@@ -201,6 +219,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
         }
     };
+    if let Some(tool) = &cli.tool {
+        return match recordings::run(tool) {
+            Ok(code) => ExitCode::from(code),
+            Err((code, message)) => {
+                eprintln!("milter-check: {message}");
+                ExitCode::from(code)
+            }
+        };
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -280,7 +307,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         for n in counts {
             let mut env = envelope.clone();
             env.recipients.truncate(n);
-            let mut client = builder.clone().open(cli.socket.as_str())?;
+            let mut client = builder.clone().open(cli.socket.as_deref().unwrap_or_default())?;
             let run = client.send_run(stage, &env, &message);
             let t = or_failure_verdict(&mut out, &client, run)?;
             let _ = client.quit();
@@ -302,7 +329,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let mut client = builder.open(cli.socket.as_str())?;
+    let mut client = builder.open(cli.socket.as_deref().unwrap_or_default())?;
     if !stages.is_empty() && !cli.quiet {
         let _ = writeln!(out, "run for the data stage:");
     }

@@ -26,6 +26,10 @@
 //!   [`Transcript`].
 //! - [`Profile`] chooses the MTA to imitate (offer, strictness, macros, aborts,
 //!   timeouts).
+//! - [`RecordingProxy`] sits between a real MTA and a milter and records each
+//!   connection, unchanged, as a [`Recording`] (the text format is specified in
+//!   [`recording`]); [`replay()`] plays a recording's MTA side against a milter and
+//!   reports where its answers differ ([`ReplayReport`]).
 //!
 //! The client sends what it is asked to, in the order it is asked: it does not
 //! check that `rcpt` comes after `mail`, so a test can also show how a milter copes
@@ -119,6 +123,9 @@ mod error;
 mod macros;
 mod message;
 mod peer;
+mod proxy;
+pub mod recording;
+mod replay;
 mod run;
 mod stream;
 
@@ -130,6 +137,16 @@ pub use milter_core::client::{ClientNegotiated, Decision, LowVersion, ReplyTextC
 pub use milter_core::Modification;
 pub use run::{Step, Transcript, Verdict};
 pub use stream::{ConnectTarget, Stream};
+
+pub use proxy::{ProxyError, ProxyHandle, RecordingProxy, RECORDING_EXTENSION};
+pub use recording::{
+    Direction, NegotiatedFlags, RecordedPacket, Recording, RecordingEntry, RecordingError,
+    RecordingErrorKind, RecordingWriter, RECORDING_FORMAT_VERSION,
+};
+pub use replay::{
+    replay, replay_with_timeout, DifferenceKind, ReplayDifference, ReplayError, ReplayReport,
+    REPLAY_TIMEOUT,
+};
 
 use macros::{MacroConfig, MacroState, MacroWriter};
 use milter_core::client::{ClientSession, Received, Sent};
