@@ -89,7 +89,11 @@ fn the_proxy_relays_bytes_unchanged_and_records_every_packet() {
         let up_addr = upstream.local_addr().unwrap();
         let mut answer = Vec::new();
         milter_blocking::milter_core::frame::encode_frame(&mut answer, b'c', &[]);
-        milter_blocking::milter_core::frame::encode_frame(&mut answer, b'b', &[&vec![b'x'; 70_000]]);
+        milter_blocking::milter_core::frame::encode_frame(
+            &mut answer,
+            b'b',
+            &[&vec![b'x'; 70_000]],
+        );
         milter_blocking::milter_core::frame::encode_frame(&mut answer, b'h', &[b"X-A\0 b \0"]);
         answer.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xfe]);
         let sent_back = answer.clone();

@@ -307,7 +307,9 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         for n in counts {
             let mut env = envelope.clone();
             env.recipients.truncate(n);
-            let mut client = builder.clone().open(cli.socket.as_deref().unwrap_or_default())?;
+            let mut client = builder
+                .clone()
+                .open(cli.socket.as_deref().unwrap_or_default())?;
             let run = client.send_run(stage, &env, &message);
             let t = or_failure_verdict(&mut out, &client, run)?;
             let _ = client.quit();
