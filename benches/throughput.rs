@@ -12,7 +12,9 @@
 //! (`unix,tcp`), `BENCH_OUT` (also write the table to this file), `BENCH_VERBOSE`
 //! (print every measurement, not only the medians), `BENCH_EXTRA`
 //! (`NAME=PROGRAM,...`: more milters to measure, each run as `PROGRAM SOCKET-SPEC`
-//! and given the same workload). Run under
+//! and given the same workload; PROGRAM may name one of this package's programs,
+//! `bench-ours`, `bench-floor` or `bench-indymilter`, which is then the one cargo
+//! built for this run, wherever `CARGO_TARGET_DIR` puts it). Run under
 //! `taskset -c 0` to pin every process to one core: that removes the cost of waking
 //! threads on the other CPU and shows the CPU cost per message.
 //!
@@ -68,31 +70,45 @@ struct Sample {
     cpu_per_message: Option<CpuTime>,
 }
 
+/// This package's milter programs, by name, as cargo built them for this bench
+/// (inside `CARGO_TARGET_DIR` when that is set).
+const PEERS: [(&str, &str); 3] = [
+    ("bench-ours", env!("CARGO_BIN_EXE_bench-ours")),
+    ("bench-floor", env!("CARGO_BIN_EXE_bench-floor")),
+    ("bench-indymilter", env!("CARGO_BIN_EXE_bench-indymilter")),
+];
+
+/// The program a name stands for: one of [`PEERS`], else the name as a path.
+fn program(name: &str) -> PathBuf {
+    let built = PEERS.iter().find(|(peer, _)| *peer == name);
+    PathBuf::from(built.map_or(name, |(_, path)| path))
+}
+
 fn implementations(work: &Path) -> Vec<Implementation> {
     let mut list = vec![
         Implementation {
             name: "ours",
-            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            program: program("bench-ours"),
             args: vec![],
         },
         Implementation {
             name: "ours-lean",
-            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            program: program("bench-ours"),
             args: vec!["--lean".into()],
         },
         Implementation {
             name: "ours-no-poll",
-            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-ours")),
+            program: program("bench-ours"),
             args: vec!["--no-busy-poll".into()],
         },
         Implementation {
             name: "floor",
-            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-floor")),
+            program: program("bench-floor"),
             args: vec![],
         },
         Implementation {
             name: "indymilter",
-            program: PathBuf::from(env!("CARGO_BIN_EXE_bench-indymilter")),
+            program: program("bench-indymilter"),
             args: vec![],
         },
     ];
@@ -108,9 +124,9 @@ fn implementations(work: &Path) -> Vec<Implementation> {
     if let Ok(extra) = std::env::var("BENCH_EXTRA") {
         for item in extra.split(',').filter(|i| !i.is_empty()) {
             match item.split_once('=') {
-                Some((name, program)) => list.push(Implementation {
+                Some((name, path)) => list.push(Implementation {
                     name: Box::leak(name.trim().to_string().into_boxed_str()),
-                    program: PathBuf::from(program.trim()),
+                    program: program(path.trim()),
                     args: vec![],
                 }),
                 None => println!("BENCH_EXTRA: {item:?} is not NAME=PROGRAM; ignored"),
@@ -392,11 +408,15 @@ fn main() {
         ]
     };
 
-    let mut table = String::new();
-    table.push_str(
+    // Rows are printed as each point finishes; the header first, so that what is
+    // printed is a Markdown table (with BENCH_VERBOSE, the whole table is printed
+    // again at the end, away from the per-run lines).
+    let header = concat!(
         "| profile | transport | C | implementation | msgs/s | p50 | p99 | CPU/msg | × floor | range |\n",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
-    table.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    print!("{header}");
+    let mut table = String::from(header);
     let mut n = 0;
     for (conns, transport, size) in grid {
         // Per implementation: (repetition, sample) of every run that succeeded.
@@ -518,6 +538,9 @@ fn main() {
         );
         print!("{line}");
         table.push_str(&line);
+    }
+    if verbose {
+        print!("\n{table}");
     }
     if let Ok(path) = std::env::var("BENCH_OUT") {
         let _ = std::fs::write(path, &table);

@@ -10,10 +10,10 @@
 //! `milter_protocol = 6`, `milter_default_action = tempfail`.
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`conformance', `S=inet:7357@127.0.0.1, F=T')`.
 
-use milter_blocking::core::ActionError;
+use milter_blocking::milter_core::ActionError;
 use milter_blocking::{
-    bare_address, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
-    ModifyError, Status,
+    bare_address, handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header,
+    Milter, ModifyError, Status,
 };
 
 /// What an `X-Conformance-Action` header asked for.
@@ -105,7 +105,10 @@ impl Conformance {
             rcpts.join(", ")
         );
     }
+}
 
+#[handlers]
+impl Milter for Conformance {
     fn connect(&mut self, _ctx: &mut Context<'_>, host: &[u8], addr: ConnectAddr<'_>) -> Status {
         self.client = Some((String::from_utf8_lossy(host).into_owned(), addr.to_string()));
         Status::Continue
@@ -223,7 +226,7 @@ impl Conformance {
         Status::Continue
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         if let Some(q) = ctx.queue_id() {
             self.msg.queue_id = Some(q.to_string());
         }

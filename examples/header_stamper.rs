@@ -14,7 +14,7 @@
 //! as the connection (`client`, `stamped`); fields marked `#[milter(per_message)]`
 //! are reset by the derive before every message (`rcpts`), so nothing leaks from
 //! one message into the next, also when a message is aborted half-way. And the
-//! negotiation the derive works out: it sees only `connect`, `rcpt` (which
+//! negotiation `#[handlers]` works out: it sees only `connect`, `rcpt` (which
 //! returns nothing, so the MTA need not wait for a reply) and `eom`, and asks the
 //! MTA to skip HELO, MAIL, DATA, the headers and the body.
 //!
@@ -25,7 +25,7 @@
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`header-stamper', `S=inet:7371@127.0.0.1, F=T')`
 
 use milter_blocking::{
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Status,
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Status,
 };
 
 #[derive(Milter, Default)]
@@ -40,7 +40,8 @@ struct HeaderStamper {
     rcpts: u32,
 }
 
-impl HeaderStamper {
+#[handlers]
+impl Milter for HeaderStamper {
     fn connect(&mut self, _ctx: &mut Context<'_>, host: &[u8], addr: ConnectAddr<'_>) -> Status {
         let host = String::from_utf8_lossy(host);
         let addr = match addr {
@@ -62,12 +63,12 @@ impl HeaderStamper {
         Status::Continue
     }
 
-    /// Returns nothing: the derive asks the MTA not to wait for a reply.
+    /// Returns nothing: `#[handlers]` asks the MTA not to wait for a reply.
     fn rcpt(&mut self, _ctx: &mut Context<'_>, _rcpt: &EnvelopeAddr<'_>) {
         self.rcpts += 1;
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.stamped += 1;
         let plural = if self.rcpts == 1 { "" } else { "s" };
         ctx.add_header(

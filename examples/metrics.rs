@@ -14,8 +14,8 @@
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`metrics', `S=inet:7358@127.0.0.1, F=T')`
 
 use milter_blocking::{
-    ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter, ServerHandle,
-    Stage, Status,
+    handlers, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter,
+    ServerHandle, Stage, Status,
 };
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -30,13 +30,14 @@ struct RcptCounter {
     rcpts: u32,
 }
 
-impl RcptCounter {
+#[handlers]
+impl Milter for RcptCounter {
     fn rcpt(&mut self, _ctx: &mut Context<'_>, _rcpt: &EnvelopeAddr<'_>) -> Status {
         self.rcpts += 1;
         Status::Continue
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Rcpt-Count", self.rcpts.to_string())?;
         Ok(Status::Continue)
     }

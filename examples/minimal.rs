@@ -1,7 +1,7 @@
 //! `minimal`: the smallest useful milter. It accepts every message and logs, once
 //! per connection, what was negotiated with the MTA.
 //!
-//! It implements only the end-of-message stage, so `#[derive(Milter)]` asks the
+//! It implements only the end-of-message stage, so `#[handlers]` asks the
 //! MTA to skip every other stage: the MTA sends nothing but the message's end.
 //!
 //! Run: `cargo run -p milter-examples --bin minimal -- inet:7357@127.0.0.1`
@@ -9,15 +9,16 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7357`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`minimal', `S=inet:7357@127.0.0.1, F=T')`
 
-use milter_blocking::{EomContext, Milter, Status};
+use milter_blocking::{handlers, EomContext, Milter, Status};
 
 #[derive(Milter, Default)]
 struct Minimal {
     logged: bool,
 }
 
-impl Minimal {
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> Status {
+#[handlers]
+impl Milter for Minimal {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> Status {
         if !self.logged {
             self.logged = true;
             if let Some(n) = ctx.negotiated() {

@@ -12,7 +12,7 @@
 //! (`Status::reply`), exactly as the client will see it.
 //!
 //! What it shows:
-//! - a milter that needs nothing but MAIL and RCPT: `#[derive(Milter)]` sees only
+//! - a milter that needs nothing but MAIL and RCPT: `#[handlers]` sees only
 //!   those two handlers and asks the MTA to skip every other stage (connect,
 //!   HELO, DATA, headers, body), so the MTA sends no message content at all; it
 //!   needs no modification action either;
@@ -29,7 +29,7 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7372`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`policy', `S=inet:7372@127.0.0.1, F=T')`
 
-use milter_blocking::{bare_address, Context, EnvelopeAddr, Milter, Status};
+use milter_blocking::{bare_address, handlers, Context, EnvelopeAddr, Milter, Status};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -293,7 +293,10 @@ impl Policy {
         );
         rule.verdict.clone()
     }
+}
 
+#[handlers]
+impl Milter for Policy {
     fn mail(&mut self, ctx: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> Status {
         let rules = self.rules();
         Self::decide(ctx, "sender", from.address, &rules.sender)

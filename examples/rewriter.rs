@@ -29,7 +29,8 @@
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`rewriter', `S=inet:7374@127.0.0.1, F=T')`
 
 use milter_blocking::{
-    bare_address, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status,
+    bare_address, handlers, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
+    Status,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,27 @@ impl Rewriter {
         }
     }
 
+    /// Appends to the unfinished body word.
+    fn grow_tail(&mut self, part: &[u8]) {
+        let m = &mut self.msg;
+        if m.tail.len() + part.len() > MAX_WORD {
+            m.tail_too_long = true;
+            m.tail.clear();
+        } else if !m.tail_too_long {
+            m.tail.extend_from_slice(part);
+        }
+    }
+
+    /// The unfinished body word, now finished (`None` if it was too long), and
+    /// a fresh start for the next.
+    fn take_tail(&mut self) -> Option<Vec<u8>> {
+        let word = std::mem::take(&mut self.msg.tail);
+        (!std::mem::take(&mut self.msg.tail_too_long)).then_some(word)
+    }
+}
+
+#[handlers]
+impl Milter for Rewriter {
     fn mail(&mut self, _ctx: &mut Context<'_>, from: &EnvelopeAddr<'_>) {
         self.msg.sender = from.address.to_vec();
     }
@@ -245,25 +267,7 @@ impl Rewriter {
         self.grow_tail(last);
     }
 
-    /// Appends to the unfinished body word.
-    fn grow_tail(&mut self, part: &[u8]) {
-        let m = &mut self.msg;
-        if m.tail.len() + part.len() > MAX_WORD {
-            m.tail_too_long = true;
-            m.tail.clear();
-        } else if !m.tail_too_long {
-            m.tail.extend_from_slice(part);
-        }
-    }
-
-    /// The unfinished body word, now finished (`None` if it was too long), and
-    /// a fresh start for the next.
-    fn take_tail(&mut self) -> Option<Vec<u8>> {
-        let word = std::mem::take(&mut self.msg.tail);
-        (!std::mem::take(&mut self.msg.tail_too_long)).then_some(word)
-    }
-
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         // The body's last word.
         if let Some(word) = self.take_tail() {
             let config = Arc::clone(&self.config);

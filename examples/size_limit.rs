@@ -32,7 +32,7 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7373`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`size-limit', `S=inet:7373@127.0.0.1, F=T')`
 
-use milter_blocking::{Context, EomContext, HandlerResult, Header, Milter, Status};
+use milter_blocking::{handlers, Context, EomContext, HandlerResult, Header, Milter, Status};
 use std::sync::Arc;
 
 /// The default limit on the body: 10 MiB.
@@ -121,7 +121,10 @@ impl SizeLimit {
             }
         }
     }
+}
 
+#[handlers]
+impl Milter for SizeLimit {
     /// Returns nothing: the MTA need not wait for a reply to each header.
     fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) {
         if self.msg.finding.is_none() {
@@ -151,7 +154,7 @@ impl SizeLimit {
         }
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         let queue_id = ctx.queue_id().unwrap_or("unknown");
         let Some(finding) = &self.msg.finding else {
             return Ok(Status::Continue);

@@ -3,13 +3,14 @@
 //! `X-Bench: <body bytes>` at end of message.
 //!
 //! Usage: `bench-ours [--lean] [--no-busy-poll] SOCKET`. With `--lean` only the body and
-//! end-of-message handlers exist (counting body bytes needs the body), so the derive
-//! asks the MTA to skip every other stage: what the derive buys a user. With
+//! end-of-message handlers exist (counting body bytes needs the body), so `#[handlers]`
+//! asks the MTA to skip every other stage: what the macros buy a user. With
 //! `--no-busy-poll` connections block in `read` at once instead of polling for the
 //! next command for a moment: what busy polling buys at low concurrency.
 
 use milter_blocking::{
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Status,
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
+    Server, Status,
 };
 
 #[derive(Milter, Default)]
@@ -19,7 +20,8 @@ struct Full {
     body: u64,
 }
 
-impl Full {
+#[handlers]
+impl Milter for Full {
     fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> Status {
         Status::Continue
     }
@@ -45,7 +47,7 @@ impl Full {
         self.body += chunk.len() as u64;
         Status::Continue
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Bench", self.body.to_string())?;
         Ok(Status::Continue)
     }
@@ -61,12 +63,13 @@ struct Lean {
     body: u64,
 }
 
-impl Lean {
+#[handlers]
+impl Milter for Lean {
     fn body(&mut self, _: &mut Context<'_>, chunk: &[u8]) -> Status {
         self.body += chunk.len() as u64;
         Status::Continue
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Bench", self.body.to_string())?;
         Ok(Status::Continue)
     }

@@ -8,8 +8,8 @@
 //! continue, and end of message must add exactly `X-Bench: <body bytes>`.
 
 use milter_blocking::client::{Client, ClientAddress, ClientError, Response};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Modification;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Modification;
 use std::net::SocketAddr;
 
 /// A body of `len` bytes of text in CRLF lines.

@@ -1,9 +1,9 @@
 /*
- * conformance.c -- the "conformance" milter of BEHAVIOUR.md, written on libmilter.
+ * conformance.c -- the "conformance" milter of docs/CONFORMANCE.md, written on libmilter.
  *
  * It is the reference the Rust example (examples/conformance.rs) is compared with: for
  * the same MTA conversation both must send the same replies and the same modification
- * requests, in the same order. Every rule below cites the part of BEHAVIOUR.md it
+ * requests, in the same order. Every rule below cites the part of docs/CONFORMANCE.md it
  * implements.
  *
  * Build:  cc -O2 -Wall -Wextra -o conformance conformance.c -lmilter -lpthread
@@ -46,7 +46,7 @@
 
 enum action { ACTION_NONE, ACTION_DISCARD, ACTION_REJECT, ACTION_ACCEPT };
 
-/* Per-message state (BEHAVIOUR: "Per-message state"), plus the remembered queue id. */
+/* Per-message state (docs/CONFORMANCE.md, "Per-message state"), plus the remembered queue id. */
 struct message {
     bool active;     /* a MAIL was seen and no verdict was logged yet */
     char *sender;    /* as presented by the MTA */
@@ -125,7 +125,7 @@ static bool is_space(char c)
 }
 
 /*
- * Address comparison (BEHAVIOUR "Conventions"): strip surrounding white space and one
+ * Address comparison (docs/CONFORMANCE.md, "Conventions"): strip surrounding white space and one
  * pair of angle brackets, then compare case-insensitively.
  */
 static bool address_is(const char *presented, const char *wanted)

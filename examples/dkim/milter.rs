@@ -10,7 +10,7 @@ use mail_auth::common::crypto::HashAlgorithm;
 use mail_auth::AuthenticatedMessage;
 use milter_blocking::capture::{BodyMode, CaptureOptions, MessageCapture};
 use milter_blocking::{
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status,
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status,
 };
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,38 +157,6 @@ impl Dkim {
         }
     }
 
-    fn connect(&mut self, _ctx: &mut Context<'_>, _host: &[u8], addr: ConnectAddr<'_>) {
-        let ip = match addr {
-            ConnectAddr::Inet(a) => Some(IpAddr::V4(*a.ip())),
-            ConnectAddr::Inet6(a) => Some(IpAddr::V6(*a.ip())),
-            // Local submission (the sendmail command, a Unix socket) is ours.
-            ConnectAddr::Unix(_) | ConnectAddr::Unknown => None,
-        };
-        self.internal = ip.is_none_or(|ip| self.shared.config.is_internal(ip));
-    }
-
-    fn mail(&mut self, ctx: &mut Context<'_>, _from: &EnvelopeAddr<'_>) {
-        self.msg.authenticated = ctx
-            .macro_value("{auth_authen}")
-            .is_some_and(|v| !v.is_empty());
-    }
-
-    fn header(&mut self, ctx: &mut Context<'_>, h: &Header<'_>) {
-        if h.is("Authentication-Results") {
-            self.msg.results_seen += 1;
-            let id = auth_results::authserv_id(h.value);
-            if id.eq_ignore_ascii_case(self.shared.config.authserv_id.as_bytes()) {
-                self.msg.forged.push(self.msg.results_seen);
-            }
-        }
-        if matches!(self.msg.work, Work::Skip(_)) {
-            return;
-        }
-        if let Err(e) = self.msg.headers.0.header(ctx, h) {
-            self.msg.work = Work::Skip(e.to_string());
-        }
-    }
-
     /// The header block with the empty line that ends it.
     fn header_message(&self) -> Vec<u8> {
         let mut m = self.msg.headers.0.header_block().to_vec();
@@ -196,89 +164,12 @@ impl Dkim {
         m
     }
 
-    fn eoh(&mut self, _ctx: &mut Context<'_>) {
-        if matches!(self.msg.work, Work::Skip(_)) {
-            return;
-        }
-        let config = &self.shared.config;
-        let message = self.header_message();
-        let parsed = AuthenticatedMessage::parse(&message);
-        let domain = parsed.as_ref().and_then(from_domain);
-        let may_sign =
-            config.sign && (self.internal || (config.sign_authenticated && self.msg.authenticated));
-        self.msg.work = match domain {
-            Some(domain) if may_sign && config.keys_for(&domain).is_some() => Work::Sign {
-                domain,
-                body: Box::new(BodyHash::new(
-                    HashAlgorithm::Sha256,
-                    config.body_canonicalization,
-                    0,
-                )),
-            },
-            _ if config.verify && !may_sign => Work::Verify {
-                body: BodyHashes::for_headers(&message),
-            },
-            _ => Work::Nothing,
-        };
-    }
-
-    fn body(&mut self, _ctx: &mut Context<'_>, chunk: &[u8]) {
-        match &mut self.msg.work {
-            Work::Sign { body, .. } => body.write(chunk),
-            Work::Verify { body } => body.write(chunk),
-            Work::Nothing | Work::Skip(_) => {}
-        }
-    }
-
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
-        let queue_id = ctx.queue_id().unwrap_or("unknown").to_string();
-        let conn = ctx.connection().to_string();
-        let work = std::mem::take(&mut self.msg.work);
-        let shared = Arc::clone(&self.shared);
-        match work {
-            Work::Nothing => Ok(Status::Continue),
-            Work::Skip(reason) => {
-                log::warn!("{conn}: queue id {queue_id}: not signed or verified: {reason}");
-                if shared.config.verify {
-                    self.remove_forged_results(ctx, &shared, &conn, &queue_id)?;
-                }
-                Ok(Status::Continue)
-            }
-            Work::Sign { domain, body } => {
-                let (hash, _) = body.finish();
-                let keys = shared.config.keys_for(&domain).unwrap_or_default();
-                let block = self.msg.headers.0.header_block();
-                let mut done = Vec::new();
-                for key in keys {
-                    match signer::sign(key, &shared.settings, block, &hash, (shared.clock)()) {
-                        Ok(signed) => {
-                            ctx.prepend_header("DKIM-Signature", &signed.value)?;
-                            done.push(signed.summary);
-                        }
-                        Err(e) => log::error!(
-                            "{conn}: queue id {queue_id}: signing with {key:?} failed: {e}"
-                        ),
-                    }
-                }
-                if !done.is_empty() {
-                    shared.stats.signed.fetch_add(1, Ordering::Relaxed);
-                    log::info!(
-                        "{conn}: queue id {queue_id}: signed for {domain}: {}",
-                        done.join(", ")
-                    );
-                }
-                Ok(Status::Continue)
-            }
-            Work::Verify { body } => self.verify(ctx, body, &shared, &conn, &queue_id),
-        }
-    }
-
     /// Removes every Authentication-Results naming us, from the last up
     /// (Postfix renumbers after a delete, Sendmail does not; deleting the
     /// highest index first is right in both).
     fn remove_forged_results(
         &mut self,
-        ctx: &mut EomContext<'_>,
+        ctx: &mut EomContext<'_, Self>,
         shared: &Shared,
         conn: &str,
         queue_id: &str,
@@ -302,7 +193,7 @@ impl Dkim {
 
     fn verify(
         &mut self,
-        ctx: &mut EomContext<'_>,
+        ctx: &mut EomContext<'_, Self>,
         body: BodyHashes,
         shared: &Shared,
         conn: &str,
@@ -372,6 +263,118 @@ impl Dkim {
                     "No passing DKIM signature",
                 )?)
             }
+        }
+    }
+}
+
+#[handlers]
+impl Milter for Dkim {
+    fn connect(&mut self, _ctx: &mut Context<'_>, _host: &[u8], addr: ConnectAddr<'_>) {
+        let ip = match addr {
+            ConnectAddr::Inet(a) => Some(IpAddr::V4(*a.ip())),
+            ConnectAddr::Inet6(a) => Some(IpAddr::V6(*a.ip())),
+            // Local submission (the sendmail command, a Unix socket) is ours.
+            ConnectAddr::Unix(_) | ConnectAddr::Unknown => None,
+        };
+        self.internal = ip.is_none_or(|ip| self.shared.config.is_internal(ip));
+    }
+
+    fn mail(&mut self, ctx: &mut Context<'_>, _from: &EnvelopeAddr<'_>) {
+        self.msg.authenticated = ctx
+            .macro_value("{auth_authen}")
+            .is_some_and(|v| !v.is_empty());
+    }
+
+    fn header(&mut self, ctx: &mut Context<'_>, h: &Header<'_>) {
+        if h.is("Authentication-Results") {
+            self.msg.results_seen += 1;
+            let id = auth_results::authserv_id(h.value);
+            if id.eq_ignore_ascii_case(self.shared.config.authserv_id.as_bytes()) {
+                self.msg.forged.push(self.msg.results_seen);
+            }
+        }
+        if matches!(self.msg.work, Work::Skip(_)) {
+            return;
+        }
+        if let Err(e) = self.msg.headers.0.header(ctx, h) {
+            self.msg.work = Work::Skip(e.to_string());
+        }
+    }
+
+    fn eoh(&mut self, _ctx: &mut Context<'_>) {
+        if matches!(self.msg.work, Work::Skip(_)) {
+            return;
+        }
+        let config = &self.shared.config;
+        let message = self.header_message();
+        let parsed = AuthenticatedMessage::parse(&message);
+        let domain = parsed.as_ref().and_then(from_domain);
+        let may_sign =
+            config.sign && (self.internal || (config.sign_authenticated && self.msg.authenticated));
+        self.msg.work = match domain {
+            Some(domain) if may_sign && config.keys_for(&domain).is_some() => Work::Sign {
+                domain,
+                body: Box::new(BodyHash::new(
+                    HashAlgorithm::Sha256,
+                    config.body_canonicalization,
+                    0,
+                )),
+            },
+            _ if config.verify && !may_sign => Work::Verify {
+                body: BodyHashes::for_headers(&message),
+            },
+            _ => Work::Nothing,
+        };
+    }
+
+    fn body(&mut self, _ctx: &mut Context<'_>, chunk: &[u8]) {
+        match &mut self.msg.work {
+            Work::Sign { body, .. } => body.write(chunk),
+            Work::Verify { body } => body.write(chunk),
+            Work::Nothing | Work::Skip(_) => {}
+        }
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+        let queue_id = ctx.queue_id().unwrap_or("unknown").to_string();
+        let conn = ctx.connection().to_string();
+        let work = std::mem::take(&mut self.msg.work);
+        let shared = Arc::clone(&self.shared);
+        match work {
+            Work::Nothing => Ok(Status::Continue),
+            Work::Skip(reason) => {
+                log::warn!("{conn}: queue id {queue_id}: not signed or verified: {reason}");
+                if shared.config.verify {
+                    self.remove_forged_results(ctx, &shared, &conn, &queue_id)?;
+                }
+                Ok(Status::Continue)
+            }
+            Work::Sign { domain, body } => {
+                let (hash, _) = body.finish();
+                let keys = shared.config.keys_for(&domain).unwrap_or_default();
+                let block = self.msg.headers.0.header_block();
+                let mut done = Vec::new();
+                for key in keys {
+                    match signer::sign(key, &shared.settings, block, &hash, (shared.clock)()) {
+                        Ok(signed) => {
+                            ctx.prepend_header("DKIM-Signature", &signed.value)?;
+                            done.push(signed.summary);
+                        }
+                        Err(e) => log::error!(
+                            "{conn}: queue id {queue_id}: signing with {key:?} failed: {e}"
+                        ),
+                    }
+                }
+                if !done.is_empty() {
+                    shared.stats.signed.fetch_add(1, Ordering::Relaxed);
+                    log::info!(
+                        "{conn}: queue id {queue_id}: signed for {domain}: {}",
+                        done.join(", ")
+                    );
+                }
+                Ok(Status::Continue)
+            }
+            Work::Verify { body } => self.verify(ctx, body, &shared, &conn, &queue_id),
         }
     }
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use milter_blocking::client::{Client, ClientAddress, Envelope, Message};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::milter_process::{find_program, free_port, missing_prerequisite};

@@ -21,14 +21,15 @@ struct HeaderOps {
     op: Vec<u8>,
 }
 
-impl HeaderOps {
+#[milter_blocking::handlers]
+impl Milter for HeaderOps {
     fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) {
         if h.is("X-Op") {
             self.op = h.value.to_vec();
         }
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         match self.op.as_slice() {
             b"set-subject" => ctx.set_header("Subject", "fixed")?,
             b"set-new" => ctx.set_header("X-New", "added")?,
@@ -172,7 +173,8 @@ struct Verbatim {
     seen: Option<Vec<u8>>,
 }
 
-impl Verbatim {
+#[milter_blocking::handlers]
+impl Milter for Verbatim {
     fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) -> Status {
         if h.is("X-Lead") {
             self.seen = Some(h.value.to_vec());
@@ -180,7 +182,7 @@ impl Verbatim {
         Status::Continue
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         let seen = self.seen.take().unwrap_or_default();
         // Echo what arrived, in brackets, and add a value with two leading spaces.
         ctx.add_header("X-Seen", [b" [".as_slice(), &seen, b"]"].concat())?;

@@ -1,4 +1,4 @@
-//! Runs the conformance milter of `BEHAVIOUR.md` against miltertest and against a small
+//! Runs the conformance milter of `docs/CONFORMANCE.md` against miltertest and against a small
 //! raw-protocol client.
 //!
 //! For each milter under test (the libmilter C reference `c/conformance.c`, and the Rust

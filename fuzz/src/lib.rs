@@ -16,6 +16,7 @@
 //! | `filter_session` | 4 bytes of configuration (see [`filter_session`]), then the MTA's byte stream |
 //! | `client_session` | 2 bytes of configuration (see [`client_session`]), then the milter's byte stream |
 //! | `server` | byte 0 sets the write size; the rest is the MTA's stream to the real `milter-blocking` server (see [`server`]) |
+//! | `recording` | the text of a recording (`milter_blocking::client::Recording`) |
 
 #![forbid(unsafe_code)]
 
@@ -330,6 +331,7 @@ pub fn client_session(data: &[u8]) {
         options_subset: config[0] & 4 != 0,
         body_run: config[0] & 8 != 0,
         negotiated_actions: config[0] & 16 != 0,
+        ..Strictness::default()
     };
     let mut mta = ClientSession::with_strictness(offer, strictness);
     let mut frames = FrameDecoder::new();
@@ -400,5 +402,20 @@ pub fn client_session(data: &[u8]) {
                 _ => return,
             }
         }
+    }
+}
+
+/// Parses a recording (`milter_blocking::client::Recording`, the text format of
+/// `milter-check record`).
+///
+/// Checks: no panic; an accepted recording is written back to text that parses to
+/// the same recording.
+pub fn recording(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(rec) = milter_blocking::client::Recording::parse(text) {
+        let again = milter_blocking::client::Recording::parse(&rec.to_string());
+        assert_eq!(again.as_ref(), Ok(&rec));
     }
 }

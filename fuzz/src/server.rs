@@ -4,7 +4,8 @@
 //! the connection promptly (a hang fails the run).
 
 use milter_blocking::{
-    ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Status,
+    handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
+    Server, Status,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -46,7 +47,8 @@ fn pick(bytes: &[u8]) -> Status {
     }
 }
 
-impl Steered {
+#[handlers]
+impl Milter for Steered {
     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
         pick(host)
     }
@@ -72,7 +74,7 @@ impl Steered {
     fn body(&mut self, _: &mut Context<'_>, chunk: &[u8]) -> Status {
         pick(chunk)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.progress()?;
         ctx.add_header("X-Fuzz", self.headers.to_string())?;
         ctx.set_header("Subject", "fuzzed")?;

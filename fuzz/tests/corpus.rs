@@ -10,13 +10,14 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("decode_frame", milter_core_fuzz::decode_frame),
     ("decode_command", milter_core_fuzz::decode_command),
     ("decode_reply", milter_core_fuzz::decode_reply),
     ("filter_session", milter_core_fuzz::filter_session),
     ("client_session", milter_core_fuzz::client_session),
     ("server", milter_core_fuzz::server),
+    ("recording", milter_core_fuzz::recording),
 ];
 
 fn files(dir: &Path) -> Vec<Vec<u8>> {

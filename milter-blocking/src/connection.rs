@@ -2,7 +2,7 @@
 //! handlers, write the replies owed in one write per batch.
 
 use crate::context::{ConnectionInfo, Context, EomContext};
-use crate::handler::{HandlerError, Milter};
+use crate::handler::{HandlerError, Milter, StageReturn, UnitReturn};
 use crate::header_index::HeaderIndex;
 use crate::hooks::{Hooks, Observer};
 use crate::listener::Stream;
@@ -292,7 +292,7 @@ impl<M: Milter> Connection<'_, M> {
     fn dispatch(&mut self, input: Input<'_>) -> Flow {
         if input.abort_first {
             self.shadow_message_ended(|| "aborted".to_string());
-            if let Flow::Fail = self.call_unit("abort", |m, ctx| m.abort(ctx)) {
+            if let Flow::Fail = self.call_unit("abort", |m, ctx| m.abort(ctx).into_result()) {
                 return Flow::Fail;
             }
             self.milter.reset_message();
@@ -309,31 +309,41 @@ impl<M: Milter> Connection<'_, M> {
             Event::Negotiate(offer) => self.negotiate(offer),
             Event::Connect(c) => {
                 let addr = c.addr();
-                self.call_stage(Stage::Connect, |m, ctx| m.connect(ctx, c.hostname, addr))
+                self.call_stage(Stage::Connect, |m, ctx| {
+                    m.connect(ctx, c.hostname, addr).into_result()
+                })
             }
-            Event::Helo(name) => self.call_stage(Stage::Helo, |m, ctx| m.helo(ctx, name)),
-            Event::Mail(a) => self.call_stage(Stage::Mail, |m, ctx| m.mail(ctx, &a)),
-            Event::Rcpt(a) => self.call_stage(Stage::Rcpt, |m, ctx| m.rcpt(ctx, &a)),
-            Event::Data => self.call_stage(Stage::Data, |m, ctx| m.data(ctx)),
+            Event::Helo(name) => {
+                self.call_stage(Stage::Helo, |m, ctx| m.helo(ctx, name).into_result())
+            }
+            Event::Mail(a) => self.call_stage(Stage::Mail, |m, ctx| m.mail(ctx, &a).into_result()),
+            Event::Rcpt(a) => self.call_stage(Stage::Rcpt, |m, ctx| m.rcpt(ctx, &a).into_result()),
+            Event::Data => self.call_stage(Stage::Data, |m, ctx| m.data(ctx).into_result()),
             Event::Header(h) => {
                 self.headers.record(h.name);
-                self.call_stage(Stage::Header, |m, ctx| m.header(ctx, &h))
+                self.call_stage(Stage::Header, |m, ctx| m.header(ctx, &h).into_result())
             }
-            Event::Eoh => self.call_stage(Stage::Eoh, |m, ctx| m.eoh(ctx)),
-            Event::Body(chunk) => self.call_stage(Stage::Body, |m, ctx| m.body(ctx, chunk)),
-            Event::Unknown(line) => self.call_stage(Stage::Unknown, |m, ctx| m.unknown(ctx, line)),
+            Event::Eoh => self.call_stage(Stage::Eoh, |m, ctx| m.eoh(ctx).into_result()),
+            Event::Body(chunk) => {
+                self.call_stage(Stage::Body, |m, ctx| m.body(ctx, chunk).into_result())
+            }
+            Event::Unknown(line) => {
+                self.call_stage(Stage::Unknown, |m, ctx| m.unknown(ctx, line).into_result())
+            }
             Event::Eom(chunk) => self.eom(chunk),
             Event::Abort => {
                 self.shadow_message_ended(|| "aborted".to_string());
-                let flow = self.call_unit("abort", |m, ctx| m.abort(ctx));
+                let flow = self.call_unit("abort", |m, ctx| m.abort(ctx).into_result());
                 self.milter.reset_message();
                 flow
             }
             Event::Close => {
-                let _ = self.call_unit("close", |m, ctx| m.close(ctx));
+                let _ = self.call_unit("close", |m, ctx| m.close(ctx).into_result());
                 Flow::Close
             }
-            Event::CloseKeepConnection => self.call_unit("close", |m, ctx| m.close(ctx)),
+            Event::CloseKeepConnection => {
+                self.call_unit("close", |m, ctx| m.close(ctx).into_result())
+            }
             _ => {
                 log::warn!("{}: unexpected event at {stage:?}; closing", self.info);
                 Flow::Fail
@@ -344,7 +354,7 @@ impl<M: Milter> Connection<'_, M> {
     fn negotiate(&mut self, offer: milter_core::OptNeg) -> Flow {
         let mut spec = M::SPEC;
         let hook = catch_unwind(AssertUnwindSafe(|| {
-            self.milter.negotiate(&offer, &mut spec)
+            self.milter.negotiate(&offer, &mut spec).into_result()
         }));
         match hook {
             Ok(Ok(())) => {}
@@ -568,7 +578,9 @@ impl<M: Milter> Connection<'_, M> {
             let result = {
                 let mut ctx = Context::new(&self.session, &self.info, Some(Stage::Body));
                 let milter = &mut self.milter;
-                catch_unwind(AssertUnwindSafe(|| milter.body(&mut ctx, chunk)))
+                catch_unwind(AssertUnwindSafe(|| {
+                    milter.body(&mut ctx, chunk).into_result()
+                }))
             };
             match result {
                 Ok(Ok(s)) if !s.is_final() => {}
@@ -588,7 +600,7 @@ impl<M: Milter> Connection<'_, M> {
                 ..
             } = self;
             let mut ctx = EomContext::new(session, info, stream, observer, headers, lost);
-            catch_unwind(AssertUnwindSafe(|| milter.eom(&mut ctx)))
+            catch_unwind(AssertUnwindSafe(|| milter.eom(&mut ctx).into_result()))
         };
         if let (Some(h), Some(t)) = (self.hooks(), started) {
             h.stage(&self.info, Stage::Eom, t.elapsed());

@@ -1,10 +1,12 @@
 //! What handlers see besides their arguments: macros, connection facts, and at end
 //! of message the modification calls.
 
+use crate::action;
 use milter_core::filter::FilterSession;
 use milter_core::{ActionError, Actions, MacroStore, Negotiated, Stage};
 use std::fmt;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 /// Facts about the milter connection (the MTA's side of the socket).
@@ -140,9 +142,13 @@ impl From<ActionError> for ModifyError {
 }
 
 /// The context at end of message: everything [`Context`] offers, plus the
-/// modification calls. Each call fails with a typed error (naming the missing
-/// action) when its action was not negotiated; nothing is then sent.
-pub struct EomContext<'a> {
+/// modification calls.
+///
+/// `M` is the milter's type: a modification compiles only when `M` declares
+/// the action it needs (see [`action`](crate::action)). An optional action the
+/// MTA did not offer fails the call at run time with a typed error naming the
+/// action; nothing is then sent.
+pub struct EomContext<'a, M: ?Sized> {
     session: &'a mut FilterSession,
     conn: &'a ConnectionInfo,
     writer: &'a mut dyn Write,
@@ -151,9 +157,10 @@ pub struct EomContext<'a> {
     /// Set by the first failed write: the connection is lost, every later call
     /// fails at once instead of waiting out the write timeout again.
     lost: &'a mut Option<std::io::ErrorKind>,
+    milter: PhantomData<fn(&M)>,
 }
 
-impl<'a> EomContext<'a> {
+impl<'a, M: ?Sized> EomContext<'a, M> {
     pub(crate) fn new(
         session: &'a mut FilterSession,
         conn: &'a ConnectionInfo,
@@ -169,6 +176,7 @@ impl<'a> EomContext<'a> {
             observer,
             headers,
             lost,
+            milter: PhantomData,
         }
     }
 
@@ -233,7 +241,11 @@ impl<'a> EomContext<'a> {
     }
 
     /// Appends a header at the end of the header block.
-    pub fn add_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+    pub fn add_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::AddHeader,
+    {
+        let () = <M as action::AddHeader>::DECLARED;
         let value = value.as_ref();
         self.modify(
             "add_header",
@@ -251,7 +263,11 @@ impl<'a> EomContext<'a> {
         index: u32,
         name: &str,
         value: impl AsRef<[u8]>,
-    ) -> Result<(), ModifyError> {
+    ) -> Result<(), ModifyError>
+    where
+        M: action::AddHeader,
+    {
+        let () = <M as action::AddHeader>::DECLARED;
         let value = value.as_ref();
         self.modify(
             "insert_header",
@@ -270,7 +286,11 @@ impl<'a> EomContext<'a> {
         name: &str,
         index: u32,
         value: impl AsRef<[u8]>,
-    ) -> Result<(), ModifyError> {
+    ) -> Result<(), ModifyError>
+    where
+        M: action::ChangeHeader,
+    {
+        let () = <M as action::ChangeHeader>::DECLARED;
         let value = value.as_ref();
         check_index("change_header", index)?;
         if value.is_empty() {
@@ -289,7 +309,11 @@ impl<'a> EomContext<'a> {
     /// Deletes the `index`-th (1-based) header called `name`. To delete several
     /// occurrences, delete the highest index first (Postfix renumbers after a
     /// delete, Sendmail does not), or use [`EomContext::delete_all_headers`].
-    pub fn delete_header(&mut self, name: &str, index: u32) -> Result<(), ModifyError> {
+    pub fn delete_header(&mut self, name: &str, index: u32) -> Result<(), ModifyError>
+    where
+        M: action::ChangeHeader,
+    {
+        let () = <M as action::ChangeHeader>::DECLARED;
         check_index("delete_header", index)?;
         self.modify(
             "delete_header",
@@ -316,7 +340,10 @@ impl<'a> EomContext<'a> {
     /// in both MTAs), changes the first, or adds the header when there is none.
     /// Without header tracking (see [`EomContext::header_count`]) it changes the
     /// first occurrence, which both MTAs turn into an add when there is none.
-    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::ChangeHeader + action::AddHeader,
+    {
         let value = value.as_ref();
         match self.header_count(name) {
             Some(0) => self.add_header(name, value),
@@ -333,7 +360,10 @@ impl<'a> EomContext<'a> {
     /// Deletes every header called `name` the message has (last first). Needs
     /// header tracking; without it, only the first occurrence is deleted and the
     /// call says how many it removed: 1.
-    pub fn delete_all_headers(&mut self, name: &str) -> Result<u32, ModifyError> {
+    pub fn delete_all_headers(&mut self, name: &str) -> Result<u32, ModifyError>
+    where
+        M: action::ChangeHeader,
+    {
         let n = self.header_count(name).unwrap_or(1);
         for index in (1..=n).rev() {
             self.delete_header(name, index)?;
@@ -343,16 +373,19 @@ impl<'a> EomContext<'a> {
 
     /// Puts a header at the very top of the message, above the MTA's own
     /// `Received:` (insert at index 0, which both MTAs honour that way).
-    pub fn prepend_header(
-        &mut self,
-        name: &str,
-        value: impl AsRef<[u8]>,
-    ) -> Result<(), ModifyError> {
+    pub fn prepend_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::AddHeader,
+    {
         self.insert_header(0, name, value)
     }
 
     /// Adds a recipient.
-    pub fn add_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+    pub fn add_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::AddRcpt,
+    {
+        let () = <M as action::AddRcpt>::DECLARED;
         let rcpt = rcpt.as_ref();
         self.modify(
             "add_rcpt",
@@ -366,7 +399,11 @@ impl<'a> EomContext<'a> {
         &mut self,
         rcpt: impl AsRef<[u8]>,
         args: &str,
-    ) -> Result<(), ModifyError> {
+    ) -> Result<(), ModifyError>
+    where
+        M: action::AddRcptWithArgs,
+    {
+        let () = <M as action::AddRcptWithArgs>::DECLARED;
         let rcpt = rcpt.as_ref();
         let args = (!args.is_empty()).then_some(args.as_bytes());
         self.modify(
@@ -383,7 +420,11 @@ impl<'a> EomContext<'a> {
     }
 
     /// Removes a recipient; pass the address exactly as the MTA gave it in RCPT.
-    pub fn delete_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+    pub fn delete_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::DeleteRcpt,
+    {
+        let () = <M as action::DeleteRcpt>::DECLARED;
         let rcpt = rcpt.as_ref();
         self.modify(
             "delete_rcpt",
@@ -397,7 +438,11 @@ impl<'a> EomContext<'a> {
         &mut self,
         from: impl AsRef<[u8]>,
         args: Option<&str>,
-    ) -> Result<(), ModifyError> {
+    ) -> Result<(), ModifyError>
+    where
+        M: action::ChangeFrom,
+    {
+        let () = <M as action::ChangeFrom>::DECLARED;
         let from = from.as_ref();
         let args = args.filter(|a| !a.is_empty()).map(str::as_bytes);
         self.modify(
@@ -411,7 +456,11 @@ impl<'a> EomContext<'a> {
     /// stream a large body (it is written to the MTA as it goes); make no other
     /// modification in between. Calling it once with an empty slice sets an
     /// empty body.
-    pub fn replace_body(&mut self, chunk: impl AsRef<[u8]>) -> Result<(), ModifyError> {
+    pub fn replace_body(&mut self, chunk: impl AsRef<[u8]>) -> Result<(), ModifyError>
+    where
+        M: action::ChangeBody,
+    {
+        let () = <M as action::ChangeBody>::DECLARED;
         let chunk = chunk.as_ref();
         // Stream a large slice in pieces, flushing as we go, so that the output
         // buffer never holds more than about FLUSH_THRESHOLD (it keeps its
@@ -436,7 +485,11 @@ impl<'a> EomContext<'a> {
     }
 
     /// Quarantines the message (Postfix: hold queue) with a reason.
-    pub fn quarantine(&mut self, reason: &str) -> Result<(), ModifyError> {
+    pub fn quarantine(&mut self, reason: &str) -> Result<(), ModifyError>
+    where
+        M: action::Quarantine,
+    {
+        let () = <M as action::Quarantine>::DECLARED;
         self.modify(
             "quarantine",
             || reason.to_string(),
@@ -466,7 +519,7 @@ fn check_index(call: &'static str, index: u32) -> Result<(), ModifyError> {
     Ok(())
 }
 
-impl fmt::Debug for EomContext<'_> {
+impl<M: ?Sized> fmt::Debug for EomContext<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EomContext")
             .field("connection", self.conn)

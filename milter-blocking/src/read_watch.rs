@@ -106,7 +106,7 @@ impl ReadWatch {
         if ticks
             .recent
             .back()
-            .map_or(true, |&last| tick >= last.saturating_add(spacing))
+            .is_none_or(|&last| tick >= last.saturating_add(spacing))
         {
             self.now.store(tick, Ordering::Relaxed);
             ticks.recent.push_back(tick);

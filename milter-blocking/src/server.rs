@@ -95,11 +95,14 @@ impl std::error::Error for ServerError {
 /// Configures a [`Server`].
 ///
 /// ```no_run
-/// use milter_blocking::{Milter, Server};
+/// use milter_blocking::{handlers, Milter, Server};
 /// use std::time::Duration;
 ///
 /// #[derive(Milter, Default)]
 /// struct Nothing;
+///
+/// #[handlers]
+/// impl Milter for Nothing {}
 ///
 /// # fn main() -> Result<(), milter_blocking::ServerError> {
 /// let server = Server::builder()

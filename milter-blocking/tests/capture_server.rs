@@ -35,7 +35,8 @@ struct Recorder {
     capture: Capture,
 }
 
-impl Recorder {
+#[milter_blocking::handlers]
+impl Milter for Recorder {
     fn header(&mut self, ctx: &mut Context<'_>, h: &Header<'_>) -> HandlerResult {
         self.capture.0.header(ctx, h)?;
         Ok(Status::Continue)
@@ -47,7 +48,7 @@ impl Recorder {
         Ok(Status::Continue)
     }
 
-    fn eom(&mut self, _ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, _ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         let mut bytes = Vec::new();
         self.capture.0.reader().read_to_end(&mut bytes)?;
         self.seen.lock().unwrap().push(bytes);

@@ -8,7 +8,7 @@
 mod harness;
 
 use harness::{optneg, packet, watchdog};
-use milter_blocking::core::filter::{Event, FilterSession};
+use milter_blocking::milter_core::filter::{Event, FilterSession};
 use milter_blocking::{Actions, Spec, Status};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -282,7 +282,7 @@ fn start_raw(reply: Vec<u8>) -> String {
             let Ok(mut s) = s else { return };
             let reply = reply.clone();
             thread::spawn(move || {
-                let mut frames = milter_blocking::core::frame::FrameDecoder::new();
+                let mut frames = milter_blocking::milter_core::frame::FrameDecoder::new();
                 let mut buf = [0u8; 4096];
                 loop {
                     while let Ok(Some(f)) = frames.next_frame() {
@@ -363,6 +363,118 @@ fn usage_errors_exit_64() {
         assert!(r.stdout.contains("Exit status:"), "{}", r.stdout);
         assert!(
             r.stdout.contains("75  the milter timed out"),
+            "{}",
+            r.stdout
+        );
+    });
+}
+
+#[test]
+fn stalwart_runs_one_connection_per_configured_stage() {
+    watchdog(LIMIT, || {
+        let spec = start_milter();
+        let sample = data("sample.eml");
+        let args = [
+            spec.as_str(),
+            sample.to_str().unwrap(),
+            "--profile",
+            "stalwart",
+            "--stages",
+            "rcpt,mail,data",
+            "--rcpt",
+            "bob@example.com",
+            "--rcpt",
+            "later@example.com",
+        ];
+        // The second recipient's run is refused: the message with it.
+        let r = check(&args, None);
+        assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout.matches("run for the mail stage:").count(), 1);
+        assert_eq!(r.stdout.matches("run for the rcpt stage:").count(), 2);
+        assert!(
+            !r.stdout.contains("run for the data stage:"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.ends_with("verdict: tempfail at rcpt\n"),
+            "{}",
+            r.stdout
+        );
+        // Without the refused recipient every run goes through; only the DATA run
+        // sees the message and adds the header.
+        let r = check(&args[..8], None);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("run for the data stage:"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("add header      X-Checked: yes"),
+            "{}",
+            r.stdout
+        );
+        // Only for Stalwart.
+        let r = check(&[&spec, sample.to_str().unwrap(), "--stages", "mail"], None);
+        assert_eq!(r.code, 64, "{}", r.stderr);
+    });
+}
+
+#[test]
+fn a_failing_milter_gets_the_verdict_of_the_imitated_mta() {
+    watchdog(LIMIT, || {
+        let spec = start_raw(packet(b'Z', b"junk"));
+        let sample = data("sample.eml");
+        for (profile, verdict) in [
+            (
+                "postfix",
+                "verdict: tempfail at connect: 451 4.7.1 Service unavailable - try again later",
+            ),
+            ("postfix-3.11", "verdict: shutdown at connect"),
+            ("sendmail-8.18", "verdict: accept"),
+            (
+                "stalwart",
+                "verdict: tempfail at connect: 451 4.3.5 Unable to accept message at this time.",
+            ),
+        ] {
+            let r = check(
+                &[&spec, sample.to_str().unwrap(), "--profile", profile],
+                None,
+            );
+            assert_eq!(r.code, 70, "{profile}: {}", r.stderr);
+            let want = format!("{verdict} (what {profile} does when the milter fails)\n");
+            assert!(r.stdout.ends_with(&want), "{profile}: {}", r.stdout);
+        }
+    });
+}
+
+#[test]
+fn header_values_with_their_own_leading_space_print_with_one_space() {
+    watchdog(LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let spec = Spec {
+                actions: Actions::ADD_HEADER,
+                options: milter_blocking::ProtocolOpts::HEADER_LEADING_SPACE,
+                ..Spec::ALL_STAGES
+            };
+            let eom = |s: &mut FilterSession, ev: &Event<'_>| {
+                if matches!(ev, Event::Eom(_)) {
+                    s.add_header(b"X-Spaced", b" value").unwrap();
+                }
+                Status::Continue
+            };
+            harness::serve(s, spec, eom, Default::default());
+        });
+        let spec = format!("inet:{port}@127.0.0.1");
+        let r = check(&[&spec, "-"], Some(b"Subject:  two spaces\n\nbody\n"));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stdout.contains("add header      X-Spaced: value\n"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("header   Subject:  two spaces "),
             "{}",
             r.stdout
         );

@@ -34,26 +34,49 @@ struct Stamp {
     headers: usize,
 }
 
+impl milter_blocking::Declaration for Stamp {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER
+        .union(Actions::CHANGE_HEADER)
+        .union(Actions::ADD_RCPT)
+        .union(Actions::DELETE_RCPT)
+        .union(Actions::CHANGE_BODY)
+        .union(Actions::QUARANTINE)
+        .union(Actions::CHANGE_FROM);
+    fn reset_message(&mut self) {
+        *self = Stamp::default();
+    }
+}
+impl milter_blocking::action::AddHeader for Stamp {}
+impl milter_blocking::action::ChangeBody for Stamp {}
+impl milter_blocking::action::AddRcpt for Stamp {}
+impl milter_blocking::action::DeleteRcpt for Stamp {}
+impl milter_blocking::action::ChangeHeader for Stamp {}
+impl milter_blocking::action::Quarantine for Stamp {}
+impl milter_blocking::action::ChangeFrom for Stamp {}
+
+#[milter_blocking::handlers]
 impl Milter for Stamp {
-    // libmilter (8.17.1, a milter built with the current SMFI_VERSION) asks to
-    // skip every stage without a callback, DATA and unknown commands included.
-    const SPEC: Spec = Spec {
-        handled: Stages::MAIL
-            .union(Stages::RCPT)
-            .union(Stages::HEADER)
-            .union(Stages::EOM),
-        actions: Actions::ADD_HEADER
-            .union(Actions::CHANGE_HEADER)
-            .union(Actions::ADD_RCPT)
-            .union(Actions::DELETE_RCPT)
-            .union(Actions::CHANGE_BODY)
-            .union(Actions::QUARANTINE)
-            .union(Actions::CHANGE_FROM),
-        ..Spec::NONE
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        // libmilter (8.17.1, a milter built with the current SMFI_VERSION) asks to
+        // skip every stage without a callback, DATA and unknown commands included.
+        *spec = Spec {
+            handled: Stages::MAIL
+                .union(Stages::RCPT)
+                .union(Stages::HEADER)
+                .union(Stages::EOM),
+            actions: Actions::ADD_HEADER
+                .union(Actions::CHANGE_HEADER)
+                .union(Actions::ADD_RCPT)
+                .union(Actions::DELETE_RCPT)
+                .union(Actions::CHANGE_BODY)
+                .union(Actions::QUARANTINE)
+                .union(Actions::CHANGE_FROM),
+            ..Spec::NONE
+        };
+    }
 
     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
-        self.reset_message();
+        milter_blocking::Declaration::reset_message(self);
         let addr = from.bare();
         if addr.eq_ignore_ascii_case(b"blocked@example.org") {
             return Ok(Status::reply(
@@ -93,7 +116,7 @@ impl Milter for Stamp {
         Ok(Status::Continue)
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Stamp", "stamped")?;
         if let Some(s) = &self.subject {
             ctx.change_header("Subject", 1, [&b"[stamp] "[..], s].concat())?;
@@ -113,17 +136,13 @@ impl Milter for Stamp {
         }
         ctx.insert_header(0, "X-Stamp-Top", "1")?;
         ctx.add_header("X-Stamp-Headers", self.headers.to_string())?;
-        self.reset_message();
+        milter_blocking::Declaration::reset_message(self);
         Ok(Status::Continue)
     }
 
     fn abort(&mut self, _: &mut Context<'_>) -> HandlerResult<()> {
-        self.reset_message();
+        milter_blocking::Declaration::reset_message(self);
         Ok(())
-    }
-
-    fn reset_message(&mut self) {
-        *self = Stamp::default();
     }
 }
 

@@ -32,12 +32,32 @@ fn reply(code: u16, text: &str) -> Status {
     Status::reply(code, Some(class), text).unwrap()
 }
 
+impl milter_blocking::Declaration for Judge {
+    const ACTIONS: milter_blocking::Actions = Actions::all().difference(Actions::SET_SYMBOL_LIST);
+    fn reset_message(&mut self) {
+        self.subject = None;
+        self.remove = None;
+        self.body_bytes = 0;
+    }
+}
+impl milter_blocking::action::AddHeader for Judge {}
+impl milter_blocking::action::ChangeBody for Judge {}
+impl milter_blocking::action::AddRcpt for Judge {}
+impl milter_blocking::action::DeleteRcpt for Judge {}
+impl milter_blocking::action::ChangeHeader for Judge {}
+impl milter_blocking::action::Quarantine for Judge {}
+impl milter_blocking::action::ChangeFrom for Judge {}
+impl milter_blocking::action::AddRcptWithArgs for Judge {}
+
+#[milter_blocking::handlers]
 impl Milter for Judge {
-    const SPEC: Spec = Spec {
-        actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
-        optional_options: ProtocolOpts::SKIP,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
+            optional_options: ProtocolOpts::SKIP,
+            ..Spec::ALL_STAGES
+        };
+    }
 
     fn connect(
         &mut self,
@@ -119,7 +139,7 @@ impl Milter for Judge {
         })
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         if self.subject.as_deref() == Some(b"eom-reject") {
             return Ok(reply(554, "content refused"));
         }
@@ -147,12 +167,6 @@ impl Milter for Judge {
     fn unknown(&mut self, _: &mut Context<'_>, _line: &[u8]) -> HandlerResult {
         Ok(Status::reply(500, Some("5.5.1"), "what?").unwrap())
     }
-
-    fn reset_message(&mut self) {
-        self.subject = None;
-        self.remove = None;
-        self.body_bytes = 0;
-    }
 }
 
 fn client(spec: &milter_blocking::SocketSpec, profile: Profile) -> Client {
@@ -178,19 +192,23 @@ fn every_stage_and_status_over_tcp() {
         assert!(n.skipped.is_empty());
         assert!(n.protocol.contains(ProtocolOpts::SKIP));
         let addr = ClientAddress::default();
+        // Postfix closes the milter connection after a session-level verdict:
+        // each of these needs a new one.
         assert!(c.connect("reject.test", &addr).unwrap().reply_code() == Some(554));
-        c.quit_new_connection().unwrap();
+        assert!(c.closed_by_mta());
+        c = client(&server.spec, Profile::Postfix);
         assert_eq!(
             c.connect("h", &ClientAddress::Unknown).unwrap(),
             d(Decision::Tempfail)
         );
-        c.quit_new_connection().unwrap();
+        c = client(&server.spec, Profile::Postfix);
         assert_eq!(c.connect("h", &addr).unwrap(), d(Decision::Continue));
         assert_eq!(c.helo("reject.helo").unwrap(), d(Decision::Reject));
-        c.quit_new_connection().unwrap();
+        c = client(&server.spec, Profile::Postfix);
         c.connect("h", &addr).unwrap();
         assert_eq!(c.helo("accept.helo").unwrap(), d(Decision::Accept));
-        c.quit_new_connection().unwrap();
+        assert!(c.closed_by_mta());
+        c = client(&server.spec, Profile::Postfix);
         c.connect("h", &addr).unwrap();
         assert_eq!(c.helo("h").unwrap(), d(Decision::Continue));
         for (sender, want) in [
@@ -346,12 +364,13 @@ struct Counter {
     headers: usize,
 }
 
-impl Counter {
+#[milter_blocking::handlers]
+impl milter_blocking::Milter for Counter {
     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) {
         self.headers += 1;
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Headers", self.headers.to_string())?;
         Ok(Status::Continue)
     }
@@ -437,3 +456,6 @@ fn future_version_announcements_get_version_6() {
 
 #[derive(milter_blocking::Milter, Default)]
 struct FutureProof;
+
+#[milter_blocking::handlers]
+impl milter_blocking::Milter for FutureProof {}

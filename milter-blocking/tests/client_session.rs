@@ -12,7 +12,7 @@ use milter_blocking::client::{
     ApplyRules, Client, ClientAddress, ClientError, Decision, Envelope, ErrorKind, Message,
     Modification, Profile, Response, Timeouts, Verdict,
 };
-use milter_blocking::core::filter::{Event, FilterSession};
+use milter_blocking::milter_core::filter::{Event, FilterSession};
 use milter_blocking::{Actions, MacroStage, OptNeg, ProtocolOpts, Spec, Stage, Stages, Status};
 use std::time::Duration;
 

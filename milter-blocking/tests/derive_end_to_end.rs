@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use milter_blocking::client::{Client, ClientAddress, Response};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{
     Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Server, Stages, Status,
 };
@@ -20,7 +20,8 @@ struct Derived {
     headers: usize,
 }
 
-impl Derived {
+#[milter_blocking::handlers]
+impl Milter for Derived {
     fn rcpt(&mut self, _ctx: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
         SEEN.lock()
             .unwrap()
@@ -32,7 +33,7 @@ impl Derived {
         }
     }
 
-    // Returns nothing: the derive asks for NR_HDR, the MTA waits for no reply.
+    // Returns nothing: `#[handlers]` asks for NR_HDR, the MTA waits for no reply.
     fn header(&mut self, _ctx: &mut Context<'_>, h: &Header<'_>) {
         self.headers += 1;
         SEEN.lock()
@@ -40,7 +41,7 @@ impl Derived {
             .push(format!("header {}", String::from_utf8_lossy(h.name)));
     }
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Headers", self.headers.to_string())?;
         Ok(Status::Continue)
     }

@@ -1,13 +1,13 @@
-//! `#[derive(Milter)]`: the exact `SPEC` each kind of struct gets, and what it
+//! `#[derive(Milter)]` and `#[handlers]`: the exact `SPEC` each kind of milter gets, and what it
 //! negotiates on the wire with MTAs that offer everything or less.
 
 // Helpers outside `#[test]` functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use milter_blocking::core::client::{ClientNegotiated, ClientSession};
-use milter_blocking::core::filter::{Event, FilterSession};
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Negotiated, SymbolList};
+use milter_blocking::milter_core::client::{ClientNegotiated, ClientSession};
+use milter_blocking::milter_core::filter::{Event, FilterSession};
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Negotiated, SymbolList};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerError, HandlerResult, Header,
     MacroStage, Milter, OptNeg, ProtocolOpts, Spec, Stages, Status,
@@ -53,6 +53,9 @@ const ALL_NO: u32 = 0x37F;
 #[derive(Milter, Default)]
 struct Nothing;
 
+#[milter_blocking::handlers]
+impl Milter for Nothing {}
+
 #[test]
 fn no_handlers_skip_every_stage() {
     assert_eq!(Nothing::SPEC, Spec::NONE);
@@ -69,7 +72,8 @@ fn no_handlers_skip_every_stage() {
 #[derive(Milter, Default)]
 struct OneHandler;
 
-impl OneHandler {
+#[milter_blocking::handlers]
+impl Milter for OneHandler {
     fn rcpt(&mut self, _ctx: &mut Context<'_>, _rcpt: &EnvelopeAddr<'_>) -> Status {
         Status::Continue
     }
@@ -91,7 +95,8 @@ fn one_handler_keeps_its_stage() {
 #[derive(Milter, Default)]
 struct Several;
 
-impl Several {
+#[milter_blocking::handlers]
+impl Milter for Several {
     fn helo(&mut self, _ctx: &mut Context<'_>, _name: &[u8]) -> HandlerResult {
         Ok(Status::Continue)
     }
@@ -105,7 +110,7 @@ impl Several {
     fn header(&mut self, _ctx: &mut Context<'_>, _header: &Header<'_>) -> Status {
         Status::Continue
     }
-    fn eom(&mut self, _ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, _ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         Ok(Status::Accept)
     }
 }
@@ -139,7 +144,8 @@ struct Everything {
     calls: Vec<&'static str>,
 }
 
-impl Everything {
+#[milter_blocking::handlers]
+impl Milter for Everything {
     fn negotiate(&mut self, _offer: &OptNeg, _spec: &mut Spec) -> HandlerResult<()> {
         self.calls.push("negotiate");
         Ok(())
@@ -168,7 +174,7 @@ impl Everything {
     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> HandlerResult {
         Ok(Status::Continue)
     }
-    fn eom(&mut self, _: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
         Ok(Status::Continue)
     }
     fn unknown(&mut self, _: &mut Context<'_>, _: &[u8]) -> HandlerResult {
@@ -197,7 +203,8 @@ fn all_handlers_ask_for_every_stage() {
 #[derive(Milter, Default)]
 struct NoReply;
 
-impl NoReply {
+#[milter_blocking::handlers]
+impl Milter for NoReply {
     fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) {}
     fn rcpt(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
         Status::Continue
@@ -209,7 +216,7 @@ impl NoReply {
         Ok(())
     }
     // End of message always gets a reply: `()` there only means "continue".
-    fn eom(&mut self, _: &mut EomContext<'_>) {}
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) {}
 }
 
 #[test]
@@ -257,15 +264,16 @@ fn an_old_mta_forces_continue_instead_of_no_reply() {
 #[derive(Milter, Default)]
 struct SharedReceivers;
 
-impl SharedReceivers {
-    fn mail(&self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
+#[milter_blocking::handlers]
+impl Milter for SharedReceivers {
+    fn mail(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> Status {
         Status::Continue
     }
-    fn header(&self, _: &mut Context<'_>, _: &Header<'_>) {}
-    fn eom(&self, _: &mut EomContext<'_>) -> HandlerResult {
+    fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) {}
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
         Ok(Status::Continue)
     }
-    fn close(&self, _: &mut Context<'_>) {}
+    fn close(&mut self, _: &mut Context<'_>) {}
 }
 
 #[test]
@@ -286,6 +294,9 @@ macro_rules! one_action {
             #[derive(Milter, Default)]
             #[milter(actions($action))]
             struct $name;
+
+            #[milter_blocking::handlers]
+            impl Milter for $name {}
         )*
 
         #[test]
@@ -320,6 +331,9 @@ one_action! {
 #[milter(actions(change_header, quarantine, change_from, add_rcpt_with_args))]
 struct AllActions;
 
+#[milter_blocking::handlers]
+impl Milter for AllActions {}
+
 #[test]
 fn actions_add_up_across_attributes() {
     assert_eq!(AllActions::SPEC.actions.bits(), 0xFF);
@@ -333,6 +347,9 @@ fn actions_add_up_across_attributes() {
     optional_actions(change_body, quarantine, add_rcpt_with_args)
 )]
 struct OptionalActions;
+
+#[milter_blocking::handlers]
+impl Milter for OptionalActions {}
 
 #[test]
 fn optional_actions_are_used_when_offered() {
@@ -357,7 +374,8 @@ fn optional_actions_are_used_when_offered() {
 #[milter(options(header_leading_space), optional_options(skip, rcpt_rej))]
 struct Options;
 
-impl Options {
+#[milter_blocking::handlers]
+impl Milter for Options {
     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status {
         Status::Skip
     }
@@ -386,6 +404,9 @@ fn options_are_asked_for() {
 #[milter(macros(connect = "{j} {daemon_name}", mail = "{i}", eom = "{i} {msg_id}"))]
 #[milter(macros(eoh = "  i   {mail_addr} "))]
 struct Macros;
+
+#[milter_blocking::handlers]
+impl Milter for Macros {}
 
 #[test]
 fn macros_become_symbol_lists() {
@@ -446,11 +467,18 @@ struct PerMessage {
     size: usize,
 }
 
+#[milter_blocking::handlers]
+impl Milter for PerMessage {}
+
 #[derive(Milter, Default)]
 struct PerMessageTuple(u8, #[milter(per_message)] Option<String>);
 
+#[milter_blocking::handlers]
+impl Milter for PerMessageTuple {}
+
 #[test]
 fn reset_message_resets_per_message_fields_only() {
+    use milter_blocking::Declaration;
     let mut m = PerMessage {
         connections: 3,
         rcpts: vec!["a".into()],
@@ -475,7 +503,8 @@ mod glob_import {
         pub rcpts: usize,
     }
 
-    impl Stamp {
+    #[milter_blocking::handlers]
+    impl Milter for Stamp {
         fn negotiate(&mut self, offer: &OptNeg, spec: &mut Spec) {
             self.offers.push(offer.version);
             spec.optional_actions |= Actions::QUARANTINE;
@@ -484,7 +513,7 @@ mod glob_import {
             self.rcpts += 1;
             Status::Continue
         }
-        fn eom(&self, ctx: &mut EomContext<'_>) -> HandlerResult {
+        fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
             ctx.add_header("X-Rcpts", self.rcpts.to_string())?;
             Ok(Status::Accept)
         }
@@ -498,10 +527,11 @@ mod named_import {
     #[derive(Milter, Default)]
     pub struct Quiet;
 
-    impl Quiet {
+    #[milter_blocking::handlers]
+    impl Milter for Quiet {
         fn close(&mut self, _ctx: &mut Context<'_>) {}
-        fn abort(&self, _ctx: &mut Context<'_>) {}
-        fn data(&self, _ctx: &mut Context<'_>) {}
+        fn abort(&mut self, _ctx: &mut Context<'_>) {}
+        fn data(&mut self, _ctx: &mut Context<'_>) {}
     }
 }
 
@@ -510,13 +540,14 @@ mod no_import {
     #[derive(milter_blocking::Milter)]
     pub struct Bare;
 
-    impl Bare {
-        pub fn unknown(&mut self, _: &mut milter_blocking::Context<'_>, _: &[u8]) {}
+    #[milter_blocking::handlers]
+    impl milter_blocking::Milter for Bare {
+        fn unknown(&mut self, _: &mut milter_blocking::Context<'_>, _: &[u8]) {}
     }
 }
 
 #[test]
-fn dispatches_to_inherent_methods_whatever_is_imported() {
+fn handlers_work_whatever_is_imported() {
     use glob_import::Stamp;
     assert_eq!(
         Stamp::SPEC,
@@ -528,11 +559,11 @@ fn dispatches_to_inherent_methods_whatever_is_imported() {
     );
     let mut s = Stamp::default();
     let mut spec = Stamp::SPEC;
-    Milter::negotiate(&mut s, &OptNeg::POSTFIX_3, &mut spec).unwrap();
+    Milter::negotiate(&mut s, &OptNeg::POSTFIX_3, &mut spec);
     assert_eq!(s.offers, [6]);
     assert_eq!(spec.optional_actions, Actions::QUARANTINE);
     s.rcpts = 2;
-    s.reset_message();
+    milter_blocking::Declaration::reset_message(&mut s);
     assert_eq!(s.rcpts, 0);
 
     assert_eq!(
@@ -553,7 +584,9 @@ fn dispatches_to_inherent_methods_whatever_is_imported() {
     );
     // Without a negotiate method the hook does nothing.
     let mut spec = Spec::NONE;
-    Milter::negotiate(&mut named_import::Quiet, &OptNeg::POSTFIX_3, &mut spec).unwrap();
+    let mut quiet = named_import::Quiet;
+    let r = Milter::negotiate(&mut quiet, &OptNeg::POSTFIX_3, &mut spec);
+    milter_blocking::UnitReturn::into_result(r).unwrap();
     assert_eq!(spec, Spec::NONE);
 }
 

@@ -10,9 +10,9 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{Context, HandlerResult, Milter, SocketSpec, Spec};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -59,8 +59,14 @@ struct Counts {
 
 struct Counting(Arc<Counts>);
 
+impl milter_blocking::Declaration for Counting {}
+
+#[milter_blocking::handlers]
 impl Milter for Counting {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
+
     fn abort(&mut self, _: &mut Context<'_>) -> HandlerResult<()> {
         self.0.aborts.fetch_add(1, Ordering::SeqCst);
         Ok(())

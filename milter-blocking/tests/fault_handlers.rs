@@ -8,9 +8,9 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, ConnectionInfo, Context, EomContext, HandlerError, HandlerResult, Hooks,
     Milter, ProtocolOpts, SocketSpec, Spec, Stages, Status,
@@ -98,13 +98,17 @@ impl Faulty {
     }
 }
 
-impl Milter for Faulty {
-    const SPEC: Spec = Spec {
-        actions: Actions::ADD_HEADER,
-        ..Spec::ALL_STAGES
-    };
+impl milter_blocking::Declaration for Faulty {
+    const ACTIONS: Actions = Actions::ADD_HEADER;
+}
+impl milter_blocking::action::AddHeader for Faulty {}
 
-    fn negotiate(&mut self, offer: &OptNeg, _: &mut Spec) -> HandlerResult<()> {
+#[milter_blocking::handlers]
+impl Milter for Faulty {
+    fn negotiate(&mut self, offer: &OptNeg, spec: &mut Spec) -> HandlerResult<()> {
+        // Every stage, with no reply expected from none.
+        spec.handled = Stages::all();
+        spec.no_reply = Stages::empty();
         let bits = offer.protocol.bits();
         if bits & NEGOTIATE_PANIC != 0 {
             panic!("boom at negotiate");
@@ -152,7 +156,7 @@ impl Milter for Faulty {
         }
         self.at("body")
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         if matches!(&self.plan, Some((s, _)) if s == "eom-after-mods") {
             ctx.add_header("X-Before-Failure", "1")?;
         }
@@ -357,7 +361,7 @@ fn each_stage_in_turn(failure: Status, code: u8) {
             let (port, replies, closed) = exchange(&server.spec, &bytes);
             assert!(closed, "{stage} {how}: connection left open");
             let mut want = vec![b'O'];
-            want.extend(std::iter::repeat(b'c').take(i));
+            want.extend(std::iter::repeat_n(b'c', i));
             want.push(code);
             assert_eq!(
                 replies,
@@ -389,7 +393,7 @@ fn each_stage_in_turn(failure: Status, code: u8) {
             let (port, replies, closed) = exchange(&server.spec, &bytes);
             assert!(closed, "{stage} {how}");
             let mut want = vec![b'O'];
-            want.extend(std::iter::repeat(b'c').take(9));
+            want.extend(std::iter::repeat_n(b'c', 9));
             if extra == b'h' {
                 want.push(b'h');
             }
@@ -468,11 +472,17 @@ fn the_configured_failure_status_is_used_at_each_stage() {
 #[derive(Default)]
 struct NoReplyHeaders;
 
+impl milter_blocking::Declaration for NoReplyHeaders {}
+
+#[milter_blocking::handlers]
 impl Milter for NoReplyHeaders {
-    const SPEC: Spec = Spec {
-        no_reply: Stages::HEADER,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            no_reply: Stages::HEADER,
+            ..Spec::ALL_STAGES
+        };
+    }
+
     fn header(&mut self, _: &mut Context<'_>, h: &Header<'_>) -> HandlerResult {
         if h.name == b"X-Panic" {
             panic!("boom in a no-reply header handler");
@@ -517,17 +527,24 @@ struct ResetBomb {
     armed: bool,
 }
 
-impl Milter for ResetBomb {
-    const SPEC: Spec = Spec::ALL_STAGES;
-    fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
-        self.armed = from.address == b"<bomb@example.org>";
-        Ok(Status::Continue)
-    }
+impl milter_blocking::Declaration for ResetBomb {
     fn reset_message(&mut self) {
         if self.armed {
             self.armed = false;
             panic!("boom in reset_message");
         }
+    }
+}
+
+#[milter_blocking::handlers]
+impl Milter for ResetBomb {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
+
+    fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+        self.armed = from.address == b"<bomb@example.org>";
+        Ok(Status::Continue)
     }
 }
 
@@ -545,8 +562,13 @@ impl Hooks for OpenBomb {
 #[derive(Default)]
 struct Plain;
 
+impl milter_blocking::Declaration for Plain {}
+
+#[milter_blocking::handlers]
 impl Milter for Plain {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 }
 
 /// Three connections hit a panic outside a stage handler; each must be closed,

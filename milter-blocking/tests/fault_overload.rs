@@ -6,7 +6,7 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{Milter, OptNeg, Spec};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,13 @@ fn logs() -> &'static Capture {
 #[derive(Default)]
 struct Plain;
 
+impl milter_blocking::Declaration for Plain {}
+
+#[milter_blocking::handlers]
 impl Milter for Plain {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 }
 
 #[test]

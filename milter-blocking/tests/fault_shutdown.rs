@@ -6,8 +6,8 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     Context, EomContext, HandlerResult, Milter, OptNeg, SocketSpec, Spec, Status,
 };
@@ -54,9 +54,15 @@ struct Slow {
     slow_eom: Duration,
 }
 
+impl milter_blocking::Declaration for Slow {}
+
+#[milter_blocking::handlers]
 impl Milter for Slow {
-    const SPEC: Spec = Spec::ALL_STAGES;
-    fn eom(&mut self, _: &mut EomContext<'_>) -> HandlerResult {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
+
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
         std::thread::sleep(self.slow_eom);
         self.counts.eoms.fetch_add(1, Ordering::SeqCst);
         Ok(Status::Continue)

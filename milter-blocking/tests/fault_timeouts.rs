@@ -7,8 +7,8 @@
 mod common;
 
 use common::{continue_, watchdog, Capture, Mta, TestServer, UNTIL_EOM};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EomContext, HandlerResult, Milter, SocketSpec, Spec, Status,
 };
@@ -84,11 +84,20 @@ struct Writer {
     careless: bool,
 }
 
+impl milter_blocking::Declaration for Writer {
+    const ACTIONS: milter_blocking::Actions = Actions::CHANGE_BODY;
+}
+impl milter_blocking::action::ChangeBody for Writer {}
+
+#[milter_blocking::handlers]
 impl Milter for Writer {
-    const SPEC: Spec = Spec {
-        actions: Actions::CHANGE_BODY,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::CHANGE_BODY,
+            ..Spec::ALL_STAGES
+        };
+    }
+
     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
         self.careless = from.address == b"<ignore@x>";
         Ok(Status::Continue)
@@ -99,7 +108,7 @@ impl Milter for Writer {
         }
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         for _ in 0..1024 {
             if self.careless {
                 let _ = ctx.replace_body(&CHUNK[..]);
@@ -276,8 +285,13 @@ fn write_timeout_frees_the_thread_when_the_peer_pipelines_and_never_reads() {
 #[derive(Default)]
 struct Plain;
 
+impl milter_blocking::Declaration for Plain {}
+
+#[milter_blocking::handlers]
 impl Milter for Plain {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 }
 
 #[test]

@@ -13,9 +13,11 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, MacroDef, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{
+    Command, Connect, EnvelopeAddr, Family, Header, MacroDef, OptNeg,
+};
 use milter_blocking::{
     ConnectAddr, Context, EomContext, HandlerResult, Milter, SocketSpec, Spec, Status,
 };
@@ -116,8 +118,13 @@ struct Seen {
 
 struct Counter(Arc<Seen>);
 
+impl milter_blocking::Declaration for Counter {}
+
+#[milter_blocking::handlers]
 impl Milter for Counter {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn connect(&mut self, ctx: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> HandlerResult {
         *self.0.last_j.lock().unwrap() = ctx.macro_value("j").unwrap_or_default().to_vec();
@@ -136,7 +143,7 @@ impl Milter for Counter {
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         Ok(Status::Continue)
     }
-    fn eom(&mut self, _: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
         self.0.eoms.fetch_add(1, Ordering::Relaxed);
         Ok(Status::Continue)
     }
@@ -532,7 +539,7 @@ fn claimed_lengths_are_not_allocated_before_the_bytes_arrive() {
         // 200 x 1 MiB claimed (the default limit) would be 200 MiB if allocated
         // up front.
         let grow = claimed_lengths(
-            milter_blocking::core::limits::DEFAULT_MAX_PAYLOAD,
+            milter_blocking::milter_core::limits::DEFAULT_MAX_PAYLOAD,
             (1 << 20) - 1,
             200,
         );
@@ -643,12 +650,21 @@ fn nothing_accumulates_across_messages_on_one_connection() {
 /// write a body-rewriting milter).
 struct Rewriter(Arc<Vec<u8>>);
 
+impl milter_blocking::Declaration for Rewriter {
+    const ACTIONS: milter_blocking::Actions = milter_blocking::Actions::CHANGE_BODY;
+}
+impl milter_blocking::action::ChangeBody for Rewriter {}
+
+#[milter_blocking::handlers]
 impl Milter for Rewriter {
-    const SPEC: Spec = Spec {
-        actions: milter_blocking::Actions::CHANGE_BODY,
-        ..Spec::ALL_STAGES
-    };
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: milter_blocking::Actions::CHANGE_BODY,
+            ..Spec::ALL_STAGES
+        };
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.replace_body(&self.0[..])?;
         Ok(Status::Continue)
     }

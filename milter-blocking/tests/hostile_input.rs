@@ -11,9 +11,9 @@
 mod common;
 
 use common::{watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{Command, Connect, EnvelopeAddr, Family, Header, OptNeg};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EomContext, HandlerResult, Milter, ProtocolOpts, SocketSpec,
     Spec, Status,
@@ -129,8 +129,13 @@ impl Probe {
     }
 }
 
+impl milter_blocking::Declaration for Probe {}
+
+#[milter_blocking::handlers]
 impl Milter for Probe {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn connect(&mut self, ctx: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> HandlerResult {
         self.note(ctx.connection().peer, "connect");
@@ -151,7 +156,7 @@ impl Milter for Probe {
         }
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.note(ctx.connection().peer, "eom");
         Ok(Status::Continue)
     }
@@ -169,21 +174,36 @@ impl Milter for Probe {
 #[derive(Default)]
 struct Demanding;
 
+impl milter_blocking::Declaration for Demanding {
+    const ACTIONS: milter_blocking::Actions =
+        Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS);
+}
+impl milter_blocking::action::ChangeFrom for Demanding {}
+impl milter_blocking::action::AddRcptWithArgs for Demanding {}
+
+#[milter_blocking::handlers]
 impl Milter for Demanding {
-    const SPEC: Spec = Spec {
-        actions: Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS),
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::CHANGE_FROM.union(Actions::ADD_RCPT_WITH_ARGS),
+            ..Spec::ALL_STAGES
+        };
+    }
 }
 
 #[derive(Default)]
 struct NeedsSkip;
 
+impl milter_blocking::Declaration for NeedsSkip {}
+
+#[milter_blocking::handlers]
 impl Milter for NeedsSkip {
-    const SPEC: Spec = Spec {
-        options: ProtocolOpts::SKIP,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            options: ProtocolOpts::SKIP,
+            ..Spec::ALL_STAGES
+        };
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -502,7 +522,7 @@ fn length_field_one_for_commands_that_need_a_payload() {
 fn length_fields_at_and_just_over_the_maximum() {
     watchdog(Duration::from_secs(60), || {
         let fx = Fixture::new();
-        let max = milter_blocking::core::limits::DEFAULT_MAX_PAYLOAD;
+        let max = milter_blocking::milter_core::limits::DEFAULT_MAX_PAYLOAD;
         // A header whose payload is exactly the maximum is accepted.
         let value = vec![b'v'; max - b"Big\0".len() - 1];
         let at = cat(&[&opt(), &conn(), &mail(), &rcpt(), &hdr(b"Big", &value)]);
@@ -626,7 +646,7 @@ fn truncated_at_every_byte_offset_of_a_real_session() {
         let fx = Fixture::new();
         // (packet, reply code owed, whether a message is open after it)
         let mut macros_c = Vec::new();
-        milter_blocking::core::MacroDef::encode_pairs(
+        milter_blocking::milter_core::MacroDef::encode_pairs(
             &mut macros_c,
             b'C',
             [
@@ -635,7 +655,7 @@ fn truncated_at_every_byte_offset_of_a_real_session() {
             ],
         );
         let mut macros_m = Vec::new();
-        milter_blocking::core::MacroDef::encode_pairs(
+        milter_blocking::milter_core::MacroDef::encode_pairs(
             &mut macros_m,
             b'M',
             [(&b"{i}"[..], &b"4QXYZ1"[..])],

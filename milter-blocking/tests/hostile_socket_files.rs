@@ -8,7 +8,7 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{ListenOptions, Milter, Server, ServerError, Spec};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -17,8 +17,13 @@ use std::time::Duration;
 #[derive(Default)]
 struct Plain;
 
+impl milter_blocking::Declaration for Plain {}
+
+#[milter_blocking::handlers]
 impl Milter for Plain {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 }
 
 fn listen(path: &Path, opts: ListenOptions) -> Result<Server, ServerError> {

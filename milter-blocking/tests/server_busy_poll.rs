@@ -8,8 +8,8 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Modification};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Modification};
 use milter_blocking::{
     Actions, Context, EomContext, HandlerResult, Milter, ServerBuilder, SocketSpec, Spec, Stages,
     Status,
@@ -27,12 +27,25 @@ struct Counting {
 
 const BIG: usize = 4 << 20;
 
+impl milter_blocking::Declaration for Counting {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER.union(Actions::CHANGE_BODY);
+    fn reset_message(&mut self) {
+        self.body = 0;
+        self.big = false;
+    }
+}
+impl milter_blocking::action::AddHeader for Counting {}
+impl milter_blocking::action::ChangeBody for Counting {}
+
+#[milter_blocking::handlers]
 impl Milter for Counting {
-    const SPEC: Spec = Spec {
-        handled: Stages::MAIL.union(Stages::BODY).union(Stages::HEADER),
-        actions: Actions::ADD_HEADER.union(Actions::CHANGE_BODY),
-        ..Spec::NONE
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            handled: Stages::MAIL.union(Stages::BODY).union(Stages::HEADER),
+            actions: Actions::ADD_HEADER.union(Actions::CHANGE_BODY),
+            ..Spec::NONE
+        };
+    }
 
     fn mail(
         &mut self,
@@ -49,16 +62,12 @@ impl Milter for Counting {
         self.body += chunk.len();
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Body", self.body.to_string())?;
         if self.big {
             ctx.replace_body(vec![b'y'; BIG])?;
         }
         Ok(Status::Continue)
-    }
-    fn reset_message(&mut self) {
-        self.body = 0;
-        self.big = false;
     }
 }
 

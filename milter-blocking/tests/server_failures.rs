@@ -5,15 +5,20 @@
 mod common;
 
 use common::{continue_, watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{Context, EnvelopeAddr, HandlerError, HandlerResult, Milter, Spec, Status};
 use std::time::Duration;
 
 #[derive(Default)]
 struct Fragile;
 
+impl milter_blocking::Declaration for Fragile {}
+
+#[milter_blocking::handlers]
 impl Milter for Fragile {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn rcpt(&mut self, _: &mut Context<'_>, a: &EnvelopeAddr<'_>) -> HandlerResult {
         match a.address {

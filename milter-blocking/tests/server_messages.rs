@@ -5,8 +5,8 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     Actions, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Spec, Stages, Status,
 };
@@ -21,12 +21,23 @@ struct Counter {
     rcpts: usize,
 }
 
+impl milter_blocking::Declaration for Counter {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER;
+    fn reset_message(&mut self) {
+        self.rcpts = 0;
+    }
+}
+impl milter_blocking::action::AddHeader for Counter {}
+
+#[milter_blocking::handlers]
 impl Milter for Counter {
-    const SPEC: Spec = Spec {
-        handled: Stages::CONNECT.union(Stages::MAIL).union(Stages::RCPT),
-        actions: Actions::ADD_HEADER,
-        ..Spec::NONE
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            handled: Stages::CONNECT.union(Stages::MAIL).union(Stages::RCPT),
+            actions: Actions::ADD_HEADER,
+            ..Spec::NONE
+        };
+    }
 
     fn mail(&mut self, _: &mut Context<'_>, a: &EnvelopeAddr<'_>) -> HandlerResult {
         self.log
@@ -39,7 +50,7 @@ impl Milter for Counter {
         self.rcpts += 1;
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Rcpts", self.rcpts.to_string())?;
         Ok(Status::Continue)
     }
@@ -51,14 +62,11 @@ impl Milter for Counter {
         self.log.lock().unwrap().push("close".into());
         Ok(())
     }
-    fn reset_message(&mut self) {
-        self.rcpts = 0;
-    }
 }
 
 fn rcpt_header(eom: &common::EomAnswer) -> String {
     match &eom.modifications[..] {
-        [milter_blocking::core::Modification::AddHeader { value, .. }] => {
+        [milter_blocking::milter_core::Modification::AddHeader { value, .. }] => {
             String::from_utf8_lossy(value).into_owned()
         }
         other => panic!("{other:?}"),

@@ -5,21 +5,36 @@
 mod common;
 
 use common::{watchdog, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{ActionError, Modification, OptNeg};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{ActionError, Modification, OptNeg};
 use milter_blocking::{Actions, EomContext, HandlerResult, Milter, ModifyError, Spec, Status};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Everything;
 
-impl Milter for Everything {
-    const SPEC: Spec = Spec {
-        actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
-        ..Spec::ALL_STAGES
-    };
+impl milter_blocking::Declaration for Everything {
+    const ACTIONS: milter_blocking::Actions = Actions::all().difference(Actions::SET_SYMBOL_LIST);
+}
+impl milter_blocking::action::AddHeader for Everything {}
+impl milter_blocking::action::ChangeBody for Everything {}
+impl milter_blocking::action::AddRcpt for Everything {}
+impl milter_blocking::action::DeleteRcpt for Everything {}
+impl milter_blocking::action::ChangeHeader for Everything {}
+impl milter_blocking::action::Quarantine for Everything {}
+impl milter_blocking::action::ChangeFrom for Everything {}
+impl milter_blocking::action::AddRcptWithArgs for Everything {}
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+#[milter_blocking::handlers]
+impl Milter for Everything {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::all().difference(Actions::SET_SYMBOL_LIST),
+            ..Spec::ALL_STAGES
+        };
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Added", "yes")?;
         ctx.insert_header(0, "X-Top", "1")?;
         ctx.change_header("Subject", 1, "[tag] hello")?;
@@ -95,15 +110,35 @@ fn every_modification_reaches_the_mta_in_order() {
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
+/// Declares the other actions as optional, then drops them at negotiation (as
+/// when the MTA does not offer them): the calls compile and fail at run time.
 struct HeadersOnly(Seen);
 
-impl Milter for HeadersOnly {
-    const SPEC: Spec = Spec {
-        actions: Actions::ADD_HEADER,
-        ..Spec::ALL_STAGES
-    };
+impl milter_blocking::Declaration for HeadersOnly {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER;
+    const OPTIONAL_ACTIONS: milter_blocking::Actions = Actions::CHANGE_FROM
+        .union(Actions::CHANGE_HEADER)
+        .union(Actions::QUARANTINE)
+        .union(Actions::CHANGE_BODY)
+        .union(Actions::ADD_RCPT);
+}
+impl milter_blocking::action::AddHeader for HeadersOnly {}
+impl milter_blocking::action::ChangeFrom for HeadersOnly {}
+impl milter_blocking::action::ChangeHeader for HeadersOnly {}
+impl milter_blocking::action::Quarantine for HeadersOnly {}
+impl milter_blocking::action::ChangeBody for HeadersOnly {}
+impl milter_blocking::action::AddRcpt for HeadersOnly {}
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+#[milter_blocking::handlers]
+impl Milter for HeadersOnly {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::ADD_HEADER,
+            ..Spec::ALL_STAGES
+        };
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         let mut seen = self.0.lock().unwrap();
         for r in [
             ctx.change_from("<x@y>", None),
@@ -171,13 +206,22 @@ fn required_actions_the_mta_lacks_fail_the_connection() {
 
 struct InterruptedBody(Seen);
 
-impl Milter for InterruptedBody {
-    const SPEC: Spec = Spec {
-        actions: Actions::CHANGE_BODY.union(Actions::ADD_HEADER),
-        ..Spec::ALL_STAGES
-    };
+impl milter_blocking::Declaration for InterruptedBody {
+    const ACTIONS: milter_blocking::Actions = Actions::CHANGE_BODY.union(Actions::ADD_HEADER);
+}
+impl milter_blocking::action::AddHeader for InterruptedBody {}
+impl milter_blocking::action::ChangeBody for InterruptedBody {}
 
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+#[milter_blocking::handlers]
+impl Milter for InterruptedBody {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::CHANGE_BODY.union(Actions::ADD_HEADER),
+            ..Spec::ALL_STAGES
+        };
+    }
+
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.replace_body("a")?;
         ctx.add_header("X-Between", "1")?;
         let r = ctx.replace_body("b");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{continue_, watchdog, Capture, Mta, TestServer};
-use milter_blocking::core::client::Decision;
+use milter_blocking::milter_core::client::Decision;
 use milter_blocking::{
     Actions, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter, Spec,
     Stage, Status,
@@ -20,22 +20,32 @@ fn logs() -> &'static Capture {
 #[derive(Default)]
 struct Strict;
 
+impl milter_blocking::Declaration for Strict {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER.union(Actions::CHANGE_BODY);
+}
+impl milter_blocking::action::AddHeader for Strict {}
+impl milter_blocking::action::ChangeBody for Strict {}
+
+#[milter_blocking::handlers]
 impl Milter for Strict {
-    const SPEC: Spec = Spec {
-        actions: Actions::ADD_HEADER.union(Actions::CHANGE_BODY),
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::ADD_HEADER.union(Actions::CHANGE_BODY),
+            ..Spec::ALL_STAGES
+        };
+    }
+
     fn rcpt(&mut self, _: &mut Context<'_>, r: &EnvelopeAddr<'_>) -> HandlerResult {
         if r.address == b"<spam@x>" {
             return Ok(Status::reply(550, Some("5.7.1"), "go away")?);
         }
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Verdict", "spam")?;
         ctx.replace_body("censored\r\n")?;
         // Validation still applies in shadow mode.
-        assert!(ctx.change_from("<x@y>", None).is_err());
+        assert!(ctx.add_header("Bad:Name", "x").is_err());
         Ok(Status::Reject)
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{continue_, watchdog, Mta, TestServer};
-use milter_blocking::core::{Command, MacroStage};
+use milter_blocking::milter_core::{Command, MacroStage};
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Spec, Status,
 };
@@ -25,8 +25,17 @@ fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+impl milter_blocking::Declaration for Recorder {
+    fn reset_message(&mut self) {
+        self.push("reset".into());
+    }
+}
+
+#[milter_blocking::handlers]
 impl Milter for Recorder {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
 
     fn connect(
         &mut self,
@@ -75,7 +84,7 @@ impl Milter for Recorder {
         self.push(format!("body {}", chunk.len()));
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.push(format!(
             "eom i={:?} j={:?}",
             ctx.queue_id(),
@@ -94,9 +103,6 @@ impl Milter for Recorder {
     fn unknown(&mut self, _: &mut Context<'_>, line: &[u8]) -> HandlerResult {
         self.push(format!("unknown {}", s(line)));
         Ok(Status::Continue)
-    }
-    fn reset_message(&mut self) {
-        self.push("reset".into());
     }
 }
 
@@ -141,7 +147,7 @@ fn every_stage_reaches_the_handler_with_its_arguments() {
         mta.macros(b'E', &[("{i}", "QID1")]);
         assert_eq!(
             mta.eom().decision,
-            milter_blocking::core::client::Decision::Continue
+            milter_blocking::milter_core::client::Decision::Continue
         );
         mta.send_only(Command::Abort);
         assert_eq!(mta.send(Command::Unknown(b"XFOO bar")), continue_());
@@ -173,7 +179,7 @@ fn every_stage_reaches_the_handler_with_its_arguments() {
 #[test]
 fn every_address_family_reaches_connect() {
     watchdog(Duration::from_secs(30), || {
-        use milter_blocking::core::{Connect, Family};
+        use milter_blocking::milter_core::{Connect, Family};
         let log: Log = Arc::default();
         let l = log.clone();
         let server = TestServer::start(move || Recorder(l.clone()));

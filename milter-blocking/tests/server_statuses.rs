@@ -4,8 +4,8 @@
 mod common;
 
 use common::{watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::Command;
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::Command;
 use milter_blocking::{
     ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, ProtocolOpts,
     Spec, Stage, Status,
@@ -28,8 +28,14 @@ impl Fixed {
     }
 }
 
+impl milter_blocking::Declaration for Fixed {}
+
+#[milter_blocking::handlers]
 impl Milter for Fixed {
-    const SPEC: Spec = Spec::ALL_STAGES;
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec::ALL_STAGES;
+    }
+
     fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> HandlerResult {
         self.at(Stage::Connect)
     }
@@ -54,7 +60,7 @@ impl Milter for Fixed {
     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> HandlerResult {
         self.at(Stage::Body)
     }
-    fn eom(&mut self, _: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
         self.at(Stage::Eom)
     }
     fn unknown(&mut self, _: &mut Context<'_>, _: &[u8]) -> HandlerResult {
@@ -64,11 +70,17 @@ impl Milter for Fixed {
 
 struct Skipper(Plan);
 
+impl milter_blocking::Declaration for Skipper {}
+
+#[milter_blocking::handlers]
 impl Milter for Skipper {
-    const SPEC: Spec = Spec {
-        options: ProtocolOpts::SKIP,
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            options: ProtocolOpts::SKIP,
+            ..Spec::ALL_STAGES
+        };
+    }
+
     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> HandlerResult {
         Fixed(self.0.clone()).at(Stage::Body)
     }

@@ -19,8 +19,8 @@
 mod common;
 
 use common::{watchdog, Answer, Mta, TestServer};
-use milter_blocking::core::client::Decision;
-use milter_blocking::core::{Command, Modification};
+use milter_blocking::milter_core::client::Decision;
+use milter_blocking::milter_core::{Command, Modification};
 use milter_blocking::{
     Actions, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Spec,
     Status,
@@ -113,14 +113,28 @@ struct Soak {
     mods: u32,
 }
 
+impl milter_blocking::Declaration for Soak {
+    const ACTIONS: milter_blocking::Actions = Actions::ADD_HEADER
+        .union(Actions::CHANGE_FROM)
+        .union(Actions::ADD_RCPT)
+        .union(Actions::CHANGE_BODY);
+}
+impl milter_blocking::action::AddHeader for Soak {}
+impl milter_blocking::action::ChangeBody for Soak {}
+impl milter_blocking::action::AddRcpt for Soak {}
+impl milter_blocking::action::ChangeFrom for Soak {}
+
+#[milter_blocking::handlers]
 impl Milter for Soak {
-    const SPEC: Spec = Spec {
-        actions: Actions::ADD_HEADER
-            .union(Actions::CHANGE_FROM)
-            .union(Actions::ADD_RCPT)
-            .union(Actions::CHANGE_BODY),
-        ..Spec::ALL_STAGES
-    };
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = Spec {
+            actions: Actions::ADD_HEADER
+                .union(Actions::CHANGE_FROM)
+                .union(Actions::ADD_RCPT)
+                .union(Actions::CHANGE_BODY),
+            ..Spec::ALL_STAGES
+        };
+    }
 
     fn connect(&mut self, _: &mut Context<'_>, _: &[u8], _: ConnectAddr<'_>) -> HandlerResult {
         Ok(Status::Continue)
@@ -160,7 +174,7 @@ impl Milter for Soak {
         }
         Ok(Status::Continue)
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         self.tally.eoms.fetch_add(1, Ordering::Relaxed);
         let id = ctx.queue_id().unwrap_or("missing").as_bytes().to_vec();
         self.tally.id_sum.fetch_add(id_hash(&id), Ordering::Relaxed);

@@ -23,6 +23,9 @@ use crate::reply::{Reply, SymbolList};
 use crate::stage::{MacroStage, Stage, Stages};
 
 /// How strictly the client checks the milter.
+///
+/// The default is the strictest reading of the protocol (to catch milter bugs);
+/// the MTA profiles of the client relax it where a real MTA is more lenient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Strictness {
     /// Refuse protocol bits in the negotiation reply that were not offered
@@ -34,6 +37,23 @@ pub struct Strictness {
     /// Refuse a modification whose action was not negotiated (neither MTA does;
     /// on by default to catch milter bugs).
     pub negotiated_actions: bool,
+    /// Read a progress packet (`p`) in answer to any command as "still working"
+    /// and keep waiting (Postfix); otherwise it is allowed only at end of message
+    /// (Sendmail puts the milter in its error state).
+    pub progress_anywhere: bool,
+    /// Accept skip (`s`) in answer to any command, not only to a body chunk:
+    /// further commands of the same kind are then not sent until another kind is
+    /// sent (Postfix).
+    pub skip_anywhere: bool,
+    /// Accept a quarantine request (`q`) before end of message (Postfix holds the
+    /// message, keeps waiting for the decision, and sends no more envelope
+    /// commands in the session). The quarantine comes as
+    /// [`Received::Modification`], then the decision.
+    pub quarantine_anywhere: bool,
+    /// How the text of a `y` reply is checked.
+    pub reply_text: ReplyTextCheck,
+    /// What a negotiation reply with version 0 or 1 means.
+    pub low_version: LowVersion,
 }
 
 impl Default for Strictness {
@@ -42,8 +62,49 @@ impl Default for Strictness {
             options_subset: true,
             body_run: true,
             negotiated_actions: true,
+            progress_anywhere: false,
+            skip_anywhere: false,
+            quarantine_anywhere: false,
+            reply_text: ReplyTextCheck::EveryLineSameCode,
+            low_version: LowVersion::Refuse,
         }
     }
+}
+
+/// How the text of a `y` (reply code) answer is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyTextCheck {
+    /// Only the start of the text: `4` or `5`, two digits, a space or `-`, and an
+    /// enhanced status code (if any) of the same class (Postfix 3.7 to 3.11;
+    /// Sendmail checks less still). Later lines are not looked at, so a
+    /// multi-line reply whose lines carry different codes passes.
+    FirstLine,
+    /// Every line as above, `-` after the code on every line but the last
+    /// (Postfix 3.12's `milter8_valid_smtp_reply`).
+    EveryLine,
+    /// Every line, and every line with the first line's code (the same check
+    /// in Postfix development snapshots; the default).
+    EveryLineSameCode,
+    /// Sendmail's check: a text that does not start with `4` or `5` and two
+    /// digits, or has a lone `%` (Sendmail uses it as a format string), is not
+    /// an error but is replaced by the MTA's default reply for the command
+    /// (`550 5.7.1 Command rejected`; `554 ...` at connect, body and end of
+    /// message; `550 Command rejected` at HELO). Nothing else is checked.
+    ReplaceMalformed,
+}
+
+/// What the client does with a milter that answers the negotiation with version
+/// 0 or 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LowVersion {
+    /// Refuse it (libmilter knows no version below 2; the default).
+    Refuse,
+    /// Accept it and send the events of the offered version (Postfix logs
+    /// "unexpected protocol version" and goes on).
+    AsOffered,
+    /// Accept 0 and treat it like version 2 (no DATA, no unknown command); refuse
+    /// 1 (Sendmail's check).
+    ZeroAsTwo,
 }
 
 /// What the client and the milter agreed.
@@ -149,6 +210,9 @@ pub struct ClientSession {
     awaiting_negotiation: bool,
     awaiting: Option<Stage>,
     body_run: u8,
+    /// The stage the milter answered skip to, until another kind of command.
+    skipping: Option<Stage>,
+    send_limit: Option<usize>,
 }
 
 impl ClientSession {
@@ -169,7 +233,26 @@ impl ClientSession {
             awaiting_negotiation: true,
             awaiting: None,
             body_run: 0,
+            skipping: None,
+            send_limit: Some(MAX_SEND_PAYLOAD),
         }
+    }
+
+    /// Sets the largest packet payload [`ClientSession::send`] sends: `None` sends
+    /// any size (Postfix's milter code has no limit; its cleanup server cuts
+    /// headers to 60,000 bytes before they get there); the default is 65535
+    /// bytes, libmilter's limit, which Sendmail also keeps to (a larger packet
+    /// puts the milter in its error state there).
+    pub fn set_send_limit(&mut self, limit: Option<usize>) {
+        self.send_limit = limit;
+    }
+
+    /// The stage whose commands an MTA does not send now because the milter
+    /// answered skip (`s`) to the last one; sending any other command ends the
+    /// skip. (This session sends them if asked, so that a test can show how a
+    /// milter copes.)
+    pub fn skipping(&self) -> Option<Stage> {
+        self.skipping
     }
 
     /// The offer this session made.
@@ -212,7 +295,13 @@ impl ClientSession {
             Reply::OptNeg(o) => o,
             _ => return Err(protocol("expected the negotiation reply 'O'", frame)),
         };
-        if reply.version < MIN_PROTOCOL_VERSION || reply.version > self.offer.version {
+        // The version whose events are sent.
+        let effective = match (reply.version, self.strictness.low_version) {
+            (0 | 1, LowVersion::AsOffered) => self.offer.version,
+            (0, LowVersion::ZeroAsTwo) => 2,
+            (v, _) => v,
+        };
+        if effective < MIN_PROTOCOL_VERSION || reply.version > self.offer.version {
             return Err(protocol(
                 &format!(
                     "milter answered version {} to an offer of {}",
@@ -257,10 +346,10 @@ impl ClientSession {
                 no_reply |= stage.set();
             }
         }
-        if reply.version < 4 {
+        if effective < 4 {
             skipped |= Stages::DATA;
         }
-        if reply.version < 3 {
+        if effective < 3 {
             skipped |= Stages::UNKNOWN;
         }
         let symbol_lists = reply
@@ -329,6 +418,11 @@ impl ClientSession {
             .negotiated
             .as_ref()
             .ok_or_else(|| ClientError::Misuse("not negotiated".into()))?;
+        // Another kind of command ends a skip (abort and quit too). The MTA side
+        // decides whether to send more of the skipped kind (see `skipping`).
+        if stage != self.skipping {
+            self.skipping = None;
+        }
         let result = match stage {
             Some(s) if n.skipped.has(s) => return Ok(Sent::Skipped),
             Some(s) if n.no_reply.has(s) => Sent::NoReply,
@@ -341,11 +435,18 @@ impl ClientSession {
         let before = self.out.len();
         cmd.encode(&mut self.out);
         let packet = self.out.len() - before;
-        if packet - 5 > MAX_SEND_PAYLOAD {
+        if let Some(limit) = self.send_limit.filter(|&l| packet - 5 > l) {
             self.out.truncate(before);
             self.awaiting = None;
             return Err(ClientError::Misuse(format!(
-                "a {packet}-byte packet exceeds the {MAX_SEND_PAYLOAD}-byte payload limit"
+                "a {packet}-byte packet exceeds the {limit}-byte payload limit"
+            )));
+        }
+        if u32::try_from(packet - 4).is_err() {
+            self.out.truncate(before);
+            self.awaiting = None;
+            return Err(ClientError::Misuse(format!(
+                "a {packet}-byte packet does not fit the 32-bit length prefix"
             )));
         }
         if stage == Some(Stage::Eom) {
@@ -369,20 +470,36 @@ impl ClientSession {
             Reply::Reject => Decision::Reject,
             Reply::Tempfail => Decision::Tempfail,
             Reply::Discard => Decision::Discard,
+            Reply::ReplyCode(t)
+                if self.strictness.reply_text == ReplyTextCheck::ReplaceMalformed =>
+            {
+                if sendmail_accepts(&t) {
+                    Decision::Reply(t)
+                } else {
+                    Decision::Reply(sendmail_default_reply(stage).to_vec())
+                }
+            }
             Reply::ReplyCode(t) => {
-                check_reply_text(&t).map_err(|why| protocol(why, frame))?;
+                check_reply_text(&t, self.strictness.reply_text)
+                    .map_err(|why| protocol(why, frame))?;
                 Decision::Reply(t)
             }
             Reply::Shutdown => Decision::Shutdown,
-            Reply::Skip if stage == Stage::Body => Decision::Skip,
+            Reply::Skip if stage == Stage::Body || self.strictness.skip_anywhere => {
+                self.skipping = Some(stage);
+                Decision::Skip
+            }
             Reply::Progress if stage == Stage::Eom => {
                 if self.body_run == 1 {
                     self.body_run = 2;
                 }
                 return Ok(Received::Progress);
             }
+            Reply::Progress if self.strictness.progress_anywhere => return Ok(Received::Progress),
             other if other.is_modification() => {
-                if stage != Stage::Eom {
+                let early_quarantine =
+                    self.strictness.quarantine_anywhere && matches!(other, Reply::Quarantine(_));
+                if stage != Stage::Eom && !early_quarantine {
                     return Err(protocol(
                         &format!(
                             "modification in reply to {stage}, only allowed at end of message"
@@ -442,18 +559,30 @@ impl ClientSession {
     }
 }
 
-/// Checks a `y` text the way the strictest MTA (Postfix 3.12) does.
-fn check_reply_text(text: &[u8]) -> Result<(), &'static str> {
-    let lines: Vec<&[u8]> = split_crlf(text);
+/// Checks a `y` text as `how` says.
+fn check_reply_text(text: &[u8], how: ReplyTextCheck) -> Result<(), &'static str> {
+    let lines: Vec<&[u8]> = match how {
+        ReplyTextCheck::FirstLine => vec![text],
+        _ => split_crlf(text),
+    };
     for (i, line) in lines.iter().enumerate() {
         let last = i + 1 == lines.len();
+        let separator = match how {
+            ReplyTextCheck::FirstLine => matches!(line.get(3), Some(b' ' | b'-')),
+            _ => line.get(3) == Some(if last { &b' ' } else { &b'-' }),
+        };
         let ok = line.len() >= 4
             && matches!(line[0], b'4' | b'5')
             && line[1].is_ascii_digit()
             && line[2].is_ascii_digit()
-            && line[3] == if last { b' ' } else { b'-' }
-            && line[..3] == lines[0][..3];
+            && separator
+            && (how != ReplyTextCheck::EveryLineSameCode || line[..3] == lines[0][..3]);
         if !ok {
+            if how == ReplyTextCheck::EveryLineSameCode && line.len() >= 3 {
+                return Err(
+                    "malformed SMTP reply text (every line must carry the first line's code)",
+                );
+            }
             return Err("malformed SMTP reply text");
         }
         if line.len() > 4 && line[4].is_ascii_digit() && line[4] != line[0] {
@@ -461,6 +590,34 @@ fn check_reply_text(text: &[u8]) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Sendmail's `MILTER_CHECK_REPLYCODE`: a code of `4` or `5` and two digits, and
+/// every `%` doubled.
+fn sendmail_accepts(text: &[u8]) -> bool {
+    let code = text.len() >= 3
+        && matches!(text[0], b'4' | b'5')
+        && text[1].is_ascii_digit()
+        && text[2].is_ascii_digit();
+    let mut rest = text;
+    while let Some(i) = rest.iter().position(|&b| b == b'%') {
+        if rest.get(i + 1) != Some(&b'%') {
+            return false;
+        }
+        rest = &rest[i + 2..];
+    }
+    code
+}
+
+/// The reply Sendmail puts in place of a malformed one (`milter_send_command`'s
+/// `defresponse`, and end of message's).
+fn sendmail_default_reply(stage: Stage) -> &'static [u8] {
+    match stage {
+        Stage::Connect => b"554 Command rejected",
+        Stage::Helo => b"550 Command rejected",
+        Stage::Body | Stage::Eom => b"554 5.7.1 Command rejected",
+        _ => b"550 5.7.1 Command rejected",
+    }
 }
 
 fn split_crlf(text: &[u8]) -> Vec<&[u8]> {

@@ -194,6 +194,12 @@ impl FrameDecoder {
         self.end - self.start
     }
 
+    /// The bytes buffered and not yet returned as frames: what the peer sent when
+    /// they do not frame (a peer that is not a milter, say).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
     /// Whether [`FrameDecoder::next_frame`] would return something other than
     /// `Ok(None)`: a complete frame, or an error.
     pub fn frame_ready(&self) -> bool {

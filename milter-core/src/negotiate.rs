@@ -16,8 +16,9 @@ pub const CAPABILITY_OPTIONS: ProtocolOpts = ProtocolOpts::SKIP
 
 /// What a milter wants from negotiation.
 ///
-/// `#[derive(Milter)]` builds this from the handlers a type implements; it can be
-/// written by hand too.
+/// `milter-blocking` builds this from a milter's declaration (`#[derive(Milter)]`:
+/// actions, options, macros) and its handlers (`#[handlers]`: which stages, and
+/// which never reply); it can be written by hand too.
 ///
 /// ```
 /// use milter_core::{negotiate, Actions, OptNeg, Spec, Stages};
@@ -68,7 +69,7 @@ impl Spec {
     };
 
     /// Handles every stage and replies to every one, asks for no action: the
-    /// conservative default of a hand-written milter.
+    /// spec a milter's `negotiate` handler can set to be sent every stage.
     pub const ALL_STAGES: Spec = Spec {
         handled: Stages::all(),
         ..Spec::NONE
@@ -141,8 +142,7 @@ impl Negotiated {
     }
 }
 
-/// Computes the negotiation reply as PROTOCOL.md §4.8 recommends, in line with
-/// libmilter: version `min(offered, 6)` (offers below 2 fail); an offer of 0
+/// Computes the negotiation reply the way libmilter computes its own: version `min(offered, 6)` (offers below 2 fail); an offer of 0
 /// actions reads as 0x0F and of 0 protocol bits as 0x3F; required actions and
 /// capabilities must be offered; skip bits for unhandled stages and no-reply bits
 /// for no-reply stages are set only where offered (NODATA/NOUNKNOWN an old MTA
@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn matches_libmilter_observations() {
-        // §4.5: all callbacks, actions 0xFF, no negotiate callback.
+        // What libmilter replied to this offer for a milter with all callbacks,
+        // actions 0xFF and no negotiate callback.
         let n = negotiate(&offer(6, 0x1FF, 0x1F_FFFF | 0x2000_0000), &all_actions()).unwrap();
         assert_eq!(
             (n.version, n.actions.bits(), n.protocol.bits()),

@@ -7,8 +7,12 @@ use crate::limits::{MAX_REPLY_LINE, MAX_REPLY_LINES};
 /// same class, and one or more lines of text.
 ///
 /// Built by [`SmtpReply::new`] or [`SmtpReply::multiline`], which check every rule
-/// the MTAs enforce (PROTOCOL.md §7); `%` in the text is doubled so that neither
-/// Sendmail nor Postfix treats it as a format directive.
+/// Sendmail and Postfix apply to a custom reply (a reply breaking one is replaced
+/// by the MTA's default text, or treated as a milter failure): a code from 400 to
+/// 599; an optional enhanced status code `class.subject.detail` (RFC 3463) whose
+/// class is the code's first digit; 1 to 32 lines of at most 980 bytes, without
+/// CR, LF or NUL. `%` in the text is doubled so that neither MTA treats it as a
+/// format directive.
 ///
 /// ```
 /// use milter_core::SmtpReply;

@@ -1,7 +1,7 @@
 //! `ClientSession` ↔ `FilterSession` through memory: whole conversations, every
 //! stage skipped and not, every no-reply flag, aborts, `K`, macros across
-//! messages, modifications at end of message, skip, libmilter's negotiation
-//! outcomes (PROTOCOL.md §4.5).
+//! messages, modifications at end of message, skip, and the negotiation outcomes
+//! observed with libmilter (the same offers must get the same replies).
 
 // Test code: a failed unwrap is a test failure with its location, which is
 // what we want here (clippy.toml covers #[test] functions, not helpers).
@@ -786,7 +786,8 @@ fn session_commands_before_connect_after_k_are_refused() {
     assert!(err.contains("before connect"), "{err}");
 }
 
-/// PROTOCOL.md §2.14/§6.3: `K` ends the session (close handler); if the MTA then
+/// `K` ends the session as `Q` does (close handler) but keeps the connection and
+/// the negotiated options, and the next command is a new `C`; if the MTA then
 /// closes the connection without starting another session, there is no session
 /// left to close. The close handler must not run a second time.
 #[test]
@@ -822,7 +823,8 @@ fn close_after_k_when_connect_is_skipped() {
     assert_eq!(p.take_events(), ["close"]);
 }
 
-// ---- negotiation as libmilter does it (PROTOCOL.md §4.5) ----
+// ---- negotiation as libmilter does it: each offer below got this reply from a
+// libmilter milter with every callback and actions 0xFF ----
 
 /// The `O` reply the milter wrote.
 fn o_reply<H>(p: &Pair<H>) -> Vec<u8> {
@@ -838,7 +840,7 @@ fn o_bytes(version: u32, actions: u32, protocol: u32, lists: &[u8]) -> Vec<u8> {
     pkt(b'O', &payload)
 }
 
-/// The probe milter of §4.5: all callbacks, registered actions 0xFF.
+/// The probe milter those replies came from: all callbacks, registered actions 0xFF.
 fn probe() -> Spec {
     Spec {
         handled: Stages::all(),
@@ -986,7 +988,11 @@ fn a_second_negotiation_is_a_protocol_error() {
     ));
 }
 
-// ---- macros across messages (PROTOCOL.md §5.3) ----
+// ---- macros across messages: one set per stage (connect, helo, mail, rcpt,
+// data, eoh, eom); a `D` replaces its stage's set (even when empty, unlike
+// libmilter, so values never leak into the next message); `C` clears the sets
+// after connect, `H` those after helo, `M` those after mail, `R` those after rcpt;
+// a lookup searches from eom back to connect ----
 
 #[test]
 fn macros_scope_across_messages() {
@@ -1081,7 +1087,8 @@ fn macros_scope_across_messages() {
 
 #[test]
 fn macros_for_skipped_stages_are_stored() {
-    // PROTOCOL.md §11.27: `D C` arrives although connect was negotiated away.
+    // An MTA may send `D C` although connect was negotiated away (Postfix
+    // does); the macros are accepted and stored, not an error.
     let spec = Spec {
         handled: Stages::MAIL,
         ..Spec::NONE

@@ -54,7 +54,7 @@ const V2: Capture = Capture {
 
 const ALL: [&Capture; 3] = [&V6, &V4, &V2];
 
-/// What the conformance milter asks for (BEHAVIOUR.md, "Negotiation"): every
+/// What the conformance milter asks for (docs/CONFORMANCE.md, "Negotiation"): every
 /// stage handled, no protocol flag, all nine actions, four symbol lists.
 fn conformance_spec() -> Spec {
     Spec {

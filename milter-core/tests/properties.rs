@@ -732,6 +732,7 @@ proptest! {
             options_subset: strict.0,
             body_run: strict.1,
             negotiated_actions: strict.2,
+            ..Strictness::default()
         };
         let mut mta = ClientSession::with_strictness(o, strictness);
         let (f, _) = decode_frame(&negotiation, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();

@@ -76,7 +76,7 @@ fn empty_replies() {
 }
 
 #[test]
-fn continue_as_in_protocol_md() {
+fn continue_on_the_wire() {
     both_ways(Reply::Continue, b"\x00\x00\x00\x01\x63");
 }
 
@@ -132,8 +132,8 @@ fn decisions_and_modifications_are_classified() {
 // ---- reply code ----
 
 #[test]
-fn reply_code_as_in_protocol_md() {
-    // §1.3: custom reply "550 5.7.1 Blocked" (payload 18).
+fn reply_code_on_the_wire() {
+    // The reference byte example: custom reply "550 5.7.1 Blocked" (payload 18).
     both_ways(
         Reply::ReplyCode(b("550 5.7.1 Blocked")),
         b"\x00\x00\x00\x13\x79550 5.7.1 Blocked\x00",
@@ -215,8 +215,8 @@ fn add_header() {
 }
 
 #[test]
-fn insert_header_as_in_protocol_md() {
-    // §1.3: insert "X-Scan: clean" at position 0 (payload 17).
+fn insert_header_on_the_wire() {
+    // The reference byte example: insert "X-Scan: clean" at position 0 (payload 17).
     both_ways(
         Reply::InsertHeader {
             index: 0,
@@ -236,8 +236,8 @@ fn insert_header_as_in_protocol_md() {
 }
 
 #[test]
-fn change_header_as_in_protocol_md() {
-    // §1.3: delete the first Subject header (payload 13).
+fn change_header_on_the_wire() {
+    // The reference byte example: delete the first Subject header (payload 13).
     both_ways(
         Reply::ChangeHeader {
             index: 1,
@@ -561,7 +561,8 @@ fn optneg_reply_without_lists() {
 
 #[test]
 fn optneg_reply_with_symbol_lists() {
-    // §4.5: "{j} _" for connect, "{i}" for eom, an empty list for eoh.
+    // As libmilter sent it for a milter asking for three symbol lists: "{j} _"
+    // for connect, "{i}" for eom, an empty list for eoh.
     let wire = pkt(
         b'O',
         b"\0\0\0\x06\0\0\x01\xff\0\x10\0\0\

@@ -7,10 +7,11 @@
 //! arguments are args again) or an assignment (`connect = "{j}"`).
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, Data, DeriveInput, Generics, Ident, Lit, Member, Token, Type};
+use syn::{Attribute, Data, DeriveInput, Generics, Ident, Lit, LitStr, Member, Path, Token, Type};
 
 /// One argument of a `#[milter(…)]` attribute.
 #[derive(Debug, Clone)]
@@ -21,19 +22,27 @@ pub(crate) enum Arg {
     Call(Ident, Vec<Arg>),
     /// `name = literal`
     Assign(Ident, Lit),
+    /// `crate = path` (or `crate = "path"`, as serde writes it): where the
+    /// runtime crate is.
+    Crate(Ident, Path),
 }
 
 impl Arg {
     /// The name the argument starts with.
     pub(crate) fn name(&self) -> &Ident {
         match self {
-            Arg::Word(n) | Arg::Call(n, _) | Arg::Assign(n, _) => n,
+            Arg::Word(n) | Arg::Call(n, _) | Arg::Assign(n, _) | Arg::Crate(n, _) => n,
         }
     }
 }
 
 impl Parse for Arg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Token![crate]) {
+            let name = Ident::parse_any(input)?;
+            input.parse::<Token![=]>()?;
+            return Ok(Arg::Crate(name, crate_path(input)?));
+        }
         let name: Ident = input.parse()?;
         if input.peek(syn::token::Paren) {
             let content;
@@ -46,6 +55,15 @@ impl Parse for Arg {
         } else {
             Ok(Arg::Word(name))
         }
+    }
+}
+
+/// The value of `crate = …`: a path, or a string holding one.
+pub(crate) fn crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+    if input.peek(LitStr) {
+        input.parse::<LitStr>()?.parse()
+    } else {
+        Path::parse_mod_style(input)
     }
 }
 
@@ -76,7 +94,7 @@ pub(crate) struct FieldInput {
 pub(crate) struct Input {
     /// The type's name.
     pub(crate) ident: Ident,
-    /// Its generics (the derive refuses any).
+    /// Its generics.
     pub(crate) generics: Generics,
     /// Struct (with fields), enum or union.
     pub(crate) shape: Shape,
@@ -211,5 +229,33 @@ mod tests {
         assert!(err.is_some());
         assert_eq!(parsed.args.len(), 1);
         assert!(matches!(parsed.shape, Shape::Enum(_)));
+    }
+}
+
+#[cfg(test)]
+mod crate_tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn reads_the_crate_path_bare_or_quoted() {
+        for tokens in [
+            quote!(
+                #[milter(crate = mb::inner)]
+                struct S;
+            ),
+            quote!(
+                #[milter(crate = "mb::inner")]
+                struct S;
+            ),
+        ] {
+            let (parsed, err) = parse(syn::parse2(tokens).unwrap());
+            assert!(err.is_none());
+            let [Arg::Crate(name, path)] = &parsed.args[..] else {
+                panic!("{:?}", parsed.args)
+            };
+            assert_eq!(name, "crate");
+            assert_eq!(quote!(#path).to_string(), "mb :: inner");
+        }
     }
 }

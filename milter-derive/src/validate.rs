@@ -48,18 +48,18 @@ pub(crate) const MACRO_STAGES: [&str; 7] =
 
 /// The keys of the type's `#[milter(…)]` attribute.
 const TYPE_KEYS: &str =
-    "`actions(…)`, `optional_actions(…)`, `options(…)`, `optional_options(…)` or `macros(…)`";
+    "`actions(…)`, `optional_actions(…)`, `options(…)`, `optional_options(…)`, `macros(…)` or `crate = path`";
 
 /// What the attributes ask for.
 #[derive(Debug)]
 pub(crate) struct Model {
     /// The type's name.
     pub(crate) ident: Ident,
-    /// Its generics (only for the bare impl given to generic types).
+    /// Its generics, copied to every impl.
     pub(crate) generics: syn::Generics,
-    /// Whether the full expansion applies (`false` for generic types, which get a
-    /// bare impl with the trait's defaults).
-    pub(crate) dispatch: bool,
+    /// The path of the runtime crate: `::milter_blocking` unless `crate = …`
+    /// says otherwise.
+    pub(crate) krate: syn::Path,
     /// Required actions, in the order written.
     pub(crate) actions: Vec<Flag>,
     /// Actions used when offered.
@@ -81,7 +81,7 @@ pub(crate) fn validate(input: Input) -> (Model, Option<syn::Error>) {
     let mut model = Model {
         ident: input.ident,
         generics: input.generics,
-        dispatch: true,
+        krate: syn::parse_quote!(::milter_blocking),
         actions: Vec::new(),
         optional_actions: Vec::new(),
         options: Vec::new(),
@@ -89,15 +89,6 @@ pub(crate) fn validate(input: Input) -> (Model, Option<syn::Error>) {
         macros: Default::default(),
         per_message: Vec::new(),
     };
-
-    if !model.generics.params.is_empty() {
-        model.dispatch = false;
-        errors.spanned(
-            &model.generics,
-            "`#[derive(Milter)]` does not support generic types: it finds the handlers by name \
-             on one concrete type; derive it on a non-generic type, or implement `Milter` by hand",
-        );
-    }
 
     match input.shape {
         Shape::Struct(fields) => {
@@ -145,6 +136,7 @@ pub(crate) fn validate(input: Input) -> (Model, Option<syn::Error>) {
         ),
     }
 
+    let mut krate_seen = None::<Span>;
     for arg in &input.args {
         let name = arg.name();
         match name.to_string().as_str() {
@@ -191,6 +183,14 @@ pub(crate) fn validate(input: Input) -> (Model, Option<syn::Error>) {
                 );
             }
             "macros" => macro_lists(arg, &mut model.macros, &mut errors),
+            "crate" => match (arg, krate_seen) {
+                (Arg::Crate(_, path), None) => {
+                    model.krate = path.clone();
+                    krate_seen = Some(name.span());
+                }
+                (Arg::Crate(..), Some(_)) => errors.at(name.span(), "duplicated `crate = …`"),
+                _ => errors.spanned(arg_tokens(arg), "expected `crate = path`"),
+            },
             "per_message" => errors.at(
                 name.span(),
                 "`per_message` goes on a field: `#[milter(per_message)] field: Type`",
@@ -231,6 +231,10 @@ fn arg_tokens(arg: &Arg) -> proc_macro2::TokenStream {
         Arg::Assign(n, lit) => {
             quote::ToTokens::to_tokens(n, &mut out);
             quote::ToTokens::to_tokens(lit, &mut out);
+        }
+        Arg::Crate(n, path) => {
+            quote::ToTokens::to_tokens(n, &mut out);
+            quote::ToTokens::to_tokens(path, &mut out);
         }
     }
     out
@@ -491,7 +495,8 @@ mod tests {
                 "unknown option `no_helo`; stages to skip and stages without a reply are worked \
                  out from the handlers; options are skip, rcpt_rej, header_leading_space",
                 "unknown `milter` attribute `colour`; expected `actions(…)`, \
-                 `optional_actions(…)`, `options(…)`, `optional_options(…)` or `macros(…)`",
+                 `optional_actions(…)`, `options(…)`, `optional_options(…)`, `macros(…)` or \
+                 `crate = path`",
                 "unknown macro stage `header`; expected one of connect, helo, mail, rcpt, data, \
                  eom, eoh; header handlers see the `eoh` macros",
                 "empty macro list: name at least one macro (e.g. \"{i}\"), or leave the stage out \
@@ -508,13 +513,21 @@ mod tests {
     }
 
     #[test]
-    fn refuses_enums_and_generics() {
-        let (m, errors) = model(quote! { struct S<T>(T); });
-        assert!(!m.dispatch);
-        assert!(errors[0].contains("does not support generic types"));
-        let (m, errors) = model(quote! { enum E { A } });
-        assert!(m.dispatch);
+    fn refuses_enums_and_takes_generics() {
+        let (m, errors) = model(quote! { struct S<T: Send>(T); });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(m.generics.params.len(), 1);
+        let (_, errors) = model(quote! { enum E { A } });
         assert!(errors[0].contains("works on structs only"));
+    }
+
+    #[test]
+    fn takes_the_crate_path_once() {
+        let (m, errors) = model(quote! { #[milter(crate = mb)] struct S; });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(quote::ToTokens::to_token_stream(&m.krate).to_string(), "mb");
+        let (_, errors) = model(quote! { #[milter(crate = a, crate = b)] struct S; });
+        assert_eq!(errors, ["duplicated `crate = …`"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The derive's compile errors, one misuse per file (`tests/ui/*.rs`, with the
-//! expected message beside it), and a full-featured struct that must compile.
-//! Regenerate the `.stderr` files with `TRYBUILD=overwrite`, then read them.
+//! The compile errors of `#[derive(Milter)]` and `#[handlers]`, one misuse per
+//! file (`tests/ui/*.rs`, with the expected message beside it), and the shapes
+//! that must compile (`tests/ui/pass/*.rs`). Regenerate the `.stderr` files
+//! with `TRYBUILD=overwrite`, then read them.
 
 #[test]
 fn ui() {

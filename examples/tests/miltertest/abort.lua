@@ -1,5 +1,5 @@
 -- abort.lua: abort in the middle of a message empties the per-message state
--- (BEHAVIOUR.md, "Per-message state"): nothing of the aborted message (sender and its
+-- (docs/CONFORMANCE.md, "Per-message state"): nothing of the aborted message (sender and its
 -- BODY=8BITMIME, recipients, headers, Subject, X-Delete-Me, remembered action, body
 -- bytes, queue id) shows in the next message on the same connection. Aborts outside a
 -- message (Postfix sends them after every transaction, sometimes twice) are harmless.

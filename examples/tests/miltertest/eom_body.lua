@@ -1,4 +1,4 @@
--- eom_body.lua: replace body and quarantine at end of message (BEHAVIOUR.md, end of
+-- eom_body.lua: replace body and quarantine at end of message (docs/CONFORMANCE.md, end of
 -- message, steps 14-16), triggered by words in the first Subject (case-sensitive).
 --
 -- BIG-BODY is not here: miltertest 1.6.0 reads every reply packet into a 1024-byte

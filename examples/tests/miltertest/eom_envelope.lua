@@ -1,4 +1,4 @@
--- eom_envelope.lua: the envelope modifications at end of message (BEHAVIOUR.md, end of
+-- eom_envelope.lua: the envelope modifications at end of message (docs/CONFORMANCE.md, end of
 -- message, steps 10-13): add <added@example.test>; with BODY=8BITMIME add
 -- <added-args@example.test> with NOTIFY=NEVER; delete removed@example.test exactly as
 -- the MTA presented it (case kept); change a change-from@example.test sender.

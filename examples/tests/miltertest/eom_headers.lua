@@ -1,4 +1,4 @@
--- eom_headers.lua: the header modifications at end of message (BEHAVIOUR.md, end of
+-- eom_headers.lua: the header modifications at end of message (docs/CONFORMANCE.md, end of
 -- message, steps 2-9): add X-Conformance, insert X-Conformance-First at index 0, change
 -- the first Subject (only the first), delete the first X-Delete-Me (index 1, later ones
 -- stay), and the four informational headers.

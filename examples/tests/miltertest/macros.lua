@@ -1,4 +1,4 @@
--- macros.lua: the queue id header X-Conformance-Queue-Id (BEHAVIOUR.md, end of message,
+-- macros.lua: the queue id header X-Conformance-Queue-Id (docs/CONFORMANCE.md, end of message,
 -- step 6) from macro `i`, spelled `i` or `{i}`, sent at MAIL like Sendmail or at DATA,
 -- end of headers and end of message like Postfix. The most recent value of the current
 -- message wins; a value from an earlier message is never used; no value gives `unknown`.

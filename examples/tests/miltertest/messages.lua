@@ -1,7 +1,7 @@
 -- messages.lua: several messages on one connection, with no abort in between (as
 -- Sendmail does after a message the milter rejected, discarded or accepted, and after a
 -- normal end of message), and several connections at once. The verdict and state of
--- one message never leak into the next one (BEHAVIOUR.md, "Per-message state").
+-- one message never leak into the next one (docs/CONFORMANCE.md, "Per-message state").
 -- Shared helpers (SOCKET, open_session, send_message, expect, expect_eom, run, ...).
 -- Run by hand from the repository root:
 --   MILTER_SOCKET=inet:PORT@127.0.0.1 miltertest -s examples/tests/miltertest/THIS_FILE

@@ -1,4 +1,4 @@
--- negotiation.lua: the option negotiation of BEHAVIOUR.md ("Negotiation").
+-- negotiation.lua: the option negotiation of docs/CONFORMANCE.md ("Negotiation").
 --
 -- The milter asks for no protocol flag at all (field 0) whatever the MTA offers, and
 -- for actions 0x1FF (0xFF + SETSYMLIST) intersected with the offer. Each offer is

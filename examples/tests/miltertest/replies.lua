@@ -1,4 +1,4 @@
--- replies.lua: every reject, tempfail, discard and accept rule of BEHAVIOUR.md ("Per
+-- replies.lua: every reject, tempfail, discard and accept rule of docs/CONFORMANCE.md ("Per
 -- stage"), with the addresses and names in the spellings the conventions allow.
 --
 -- Every reply with text arrives as SMFIR_REPLYCODE ('y'). miltertest 1.6.0 keeps the

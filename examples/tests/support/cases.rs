@@ -6,7 +6,7 @@
 //! one private MTA relaying to that sink, and then runs every case of [`CASES`] in order
 //! against that one instance. A case sends real SMTP messages and checks, message by
 //! message, the replies the client saw and what arrived at the sink (or sits in the
-//! quarantine), against the behaviour fixed in `BEHAVIOUR.md`.
+//! quarantine), against the behaviour fixed in `docs/CONFORMANCE.md`.
 //!
 //! Most checks go through one oracle, [`expect_filtered`]: from the message that was sent
 //! and its envelope it computes the header block, envelope and body the conformance
@@ -645,7 +645,7 @@ pub struct Expected {
     pub body: Vec<u8>,
 }
 
-/// The oracle: what BEHAVIOUR.md says arrives for `sent` (accepted with `queue_id`).
+/// The oracle: what docs/CONFORMANCE.md says arrives for `sent` (accepted with `queue_id`).
 pub fn expected_delivery(sent: &Sent, queue_id: &str) -> Expected {
     let msg = &sent.msg;
     let accepted = sent.accepted_rcpts();

@@ -6,5 +6,6 @@ pub mod cases;
 pub mod milter_process;
 pub mod milter_tap;
 pub mod postfix;
+pub mod recordings;
 pub mod sendmail;
 pub mod smtp;

@@ -7,8 +7,31 @@
 //! ```
 //!
 //! It prints what was negotiated, each stage's reply, the modifications and the
-//! verdict; `--output FILE` writes the message as the MTA would queue it. Errors are
-//! reported in one line on standard error.
+//! verdict; `--output FILE` writes the message as the MTA would queue it (with
+//! Postfix's rules, or Sendmail's for the Sendmail profiles). Headers print as
+//! `Name: value`, with no extra space when the value keeps its own leading space.
+//!
+//! `--profile` chooses the MTA to imitate: `postfix` (Postfix 3.7, the default;
+//! also `postfix-3.7`), `postfix-3.11`, `sendmail` (Sendmail 8.17; also
+//! `sendmail-8.17`), `sendmail-8.18`, `stalwart` (its run of a milter at the DATA
+//! stage) or `minimal` (a plain protocol driver). The profile decides the offer,
+//! the macros, what is tolerated from the milter, when the connection is closed,
+//! and what happens when the milter fails: then a `verdict:` line says what that
+//! MTA does with the message (Postfix 3.7 tempfails it, 3.11 drops the SMTP
+//! session, Sendmail goes on without the milter, Stalwart tempfails), and the
+//! exit status is the failure's. With `--profile stalwart`, `--stages
+//! connect,ehlo,mail,rcpt,data` says which stages the milter is configured for:
+//! Stalwart runs it on a new connection for each (at rcpt, after each
+//! recipient), replaying the earlier stages, and the first refusal ends the
+//! message. A peer that is not a milter (clamd, an HTTP or
+//! SMTP server, TLS) is named as such in the error.
+//!
+//! Errors are reported in one line on standard error.
+//!
+//! `milter-check record --listen SOCKET --milter SOCKET --dir DIR` relays an MTA's
+//! milter connections and records each; `milter-check replay RECORDING SOCKET` replays
+//! one against a milter and reports where the answers differ (exit 0 same, 1
+//! differs). See `docs/RECORDINGS.md` and `milter-check record --help`.
 //!
 //! Exit status:
 //!
@@ -27,6 +50,9 @@
 //! | 74 | other I/O error |
 //! | 75 | the milter timed out |
 
+#[path = "milter-check/recordings.rs"]
+mod recordings;
+
 use clap::Parser;
 use milter_blocking::client::{
     Address, ApplyRules, Client, ClientAddress, ClientError, ClientNegotiated, Envelope, ErrorKind,
@@ -34,9 +60,21 @@ use milter_blocking::client::{
 };
 use milter_blocking::{MacroStage, Stage};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The names `--profile` takes ([`Profile::name`], plus the versioned aliases).
+const PROFILE_NAMES: [&str; 8] = [
+    "postfix",
+    "postfix-3.7",
+    "postfix-3.11",
+    "sendmail",
+    "sendmail-8.17",
+    "sendmail-8.18",
+    "stalwart",
+    "minimal",
+];
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -55,16 +93,27 @@ Exit status:
 
 Examples:
   milter-check inet:7357@127.0.0.1 message.eml --from a@example.org --rcpt b@example.com
-  milter-check unix:/run/milter.sock - --profile sendmail --macro mail:{auth_authen}=alice < msg.eml";
+  milter-check unix:/run/milter.sock - --profile sendmail --macro mail:{auth_authen}=alice < msg.eml
+  milter-check inet:11332@127.0.0.1 msg.eml --profile stalwart --stages rcpt,data";
 
 /// Run a message through a milter as Postfix or Sendmail would, and show what the
 /// milter did.
 #[derive(Debug, Parser)]
-#[command(name = "milter-check", version, after_help = EXIT_HELP)]
+#[command(
+    name = "milter-check",
+    version,
+    after_help = EXIT_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    /// Record an MTA's milter connections, or replay a recording
+    #[command(subcommand)]
+    tool: Option<recordings::Tool>,
+
     /// The milter's socket: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH
-    #[arg(value_name = "SOCKET")]
-    socket: String,
+    #[arg(value_name = "SOCKET", required = true)]
+    socket: Option<String>,
 
     /// The message (RFC 5322, CRLF or LF line ends); "-" or none reads standard input
     #[arg(value_name = "MESSAGE")]
@@ -102,9 +151,17 @@ struct Cli {
     #[arg(short, long = "macro", value_name = "[STAGE:]NAME=VALUE")]
     macros: Vec<String>,
 
-    /// The MTA to imitate: its offer, macros, aborts and timeouts
-    #[arg(short, long, value_name = "MTA", default_value = "postfix", value_parser = ["postfix", "sendmail"])]
+    /// The MTA to imitate: its offer, macros, aborts, timeouts, and what it does
+    /// when the milter fails (postfix is Postfix 3.7, sendmail is Sendmail 8.17)
+    #[arg(short, long, value_name = "MTA", default_value = "postfix", value_parser = PROFILE_NAMES)]
     profile: String,
+
+    /// With --profile stalwart: the stages the milter is configured for, of
+    /// connect, ehlo, mail, rcpt, data (default data). Stalwart runs the milter
+    /// on a connection of its own for each (at rcpt, for each recipient),
+    /// replaying the earlier stages; the first refusal ends the message.
+    #[arg(long, value_name = "STAGE,...", value_delimiter = ',')]
+    stages: Vec<String>,
 
     /// Offer this protocol version (2, 3, 4 or 6) with Postfix's masks for it
     #[arg(long, value_name = "N", value_parser = ["2", "3", "4", "6"])]
@@ -162,6 +219,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
         }
     };
+    if let Some(tool) = &cli.tool {
+        return match recordings::run(tool) {
+            Ok(code) => ExitCode::from(code),
+            Err((code, message)) => {
+                eprintln!("milter-check: {message}");
+                ExitCode::from(code)
+            }
+        };
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -228,44 +294,139 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
     }
     let message = read_message(cli.message.as_ref())?;
 
-    let mut client = builder.open(cli.socket.as_str())?;
     let out = std::io::stdout();
     let mut out = out.lock();
+    let stages = stalwart_stages(cli, profile)?;
+    for &stage in stages.iter().filter(|&&s| s < Stage::Data) {
+        // At RCPT, one run after each recipient, with the recipients so far.
+        let counts = if stage == Stage::Rcpt {
+            (1..=envelope.recipients.len()).collect()
+        } else {
+            vec![envelope.recipients.len()]
+        };
+        for n in counts {
+            let mut env = envelope.clone();
+            env.recipients.truncate(n);
+            let mut client = builder
+                .clone()
+                .open(cli.socket.as_deref().unwrap_or_default())?;
+            let run = client.send_run(stage, &env, &message);
+            let t = or_failure_verdict(&mut out, &client, run)?;
+            let _ = client.quit();
+            if !cli.quiet {
+                let _ = writeln!(out, "run for the {stage} stage:");
+                print_transcript(&mut out, &t, &env, &message);
+            }
+            if !t.verdict.is_delivered() {
+                let _ = writeln!(out, "verdict: {}", t.verdict);
+                return Ok(exit_code(&t.verdict));
+            }
+        }
+    }
+    if !stages.is_empty() && !stages.contains(&Stage::Data) {
+        // No run sees the message: it is accepted as it is.
+        let _ = writeln!(out, "verdict: {}", Verdict::Accept);
+        if let Some(path) = &cli.output {
+            write_output(path, &message)?;
+        }
+        return Ok(0);
+    }
+    let mut client = builder.open(cli.socket.as_deref().unwrap_or_default())?;
+    if !stages.is_empty() && !cli.quiet {
+        let _ = writeln!(out, "run for the data stage:");
+    }
     if !cli.quiet {
         print_negotiation(&mut out, client.negotiated());
     }
-    let transcript = client.send_message(&envelope, &message)?;
+    let run = client.send_message(&envelope, &message);
+    let transcript = or_failure_verdict(&mut out, &client, run)?;
     // The verdict is known; a failing quit does not change it.
     let _ = client.quit();
     if !cli.quiet {
         print_transcript(&mut out, &transcript, &envelope, &message);
     }
     let _ = writeln!(out, "verdict: {}", transcript.verdict);
-    let rules = if profile == Profile::Sendmail {
+    let rules = if profile.is_sendmail() {
         ApplyRules::Sendmail
     } else {
         ApplyRules::Postfix
     };
     if let Some(path) = &cli.output {
         match transcript.delivered(rules, &message, &envelope) {
-            Some(applied) => {
-                std::fs::write(path, applied.message.to_bytes()).map_err(|e| Failure {
-                    code: 73,
-                    message: format!("cannot write {}: {e}", path.display()),
-                })?
-            }
+            Some(applied) => write_output(path, &applied.message)?,
             None => {
                 let _ = writeln!(out, "not written: the message is not delivered");
             }
         }
     }
-    Ok(match transcript.verdict {
+    Ok(exit_code(&transcript.verdict))
+}
+
+/// The transcript; on a failure, first prints the verdict the imitated MTA gives
+/// a failing milter (the error's exit code stands).
+fn or_failure_verdict(
+    out: &mut impl Write,
+    client: &Client,
+    run: Result<Transcript, ClientError>,
+) -> Result<Transcript, Failure> {
+    run.map_err(|e| {
+        let _ = writeln!(
+            out,
+            "verdict: {} (what {} does when the milter fails)",
+            client.failure_verdict(),
+            client.profile()
+        );
+        e.into()
+    })
+}
+
+/// Writes `message` to `--output`.
+fn write_output(path: &Path, message: &Message) -> Result<(), Failure> {
+    std::fs::write(path, message.to_bytes()).map_err(|e| Failure {
+        code: 73,
+        message: format!("cannot write {}: {e}", path.display()),
+    })
+}
+
+/// The exit status for a verdict.
+fn exit_code(verdict: &Verdict) -> u8 {
+    match verdict {
         Verdict::Accept => 0,
         Verdict::Reject { .. } => 1,
         Verdict::Tempfail { .. } | Verdict::Shutdown { .. } => 2,
         Verdict::Discard { .. } => 3,
         _ => 4,
-    })
+    }
+}
+
+/// The stages of `--stages`, in protocol order (only with the Stalwart profile).
+fn stalwart_stages(cli: &Cli, profile: Profile) -> Result<Vec<Stage>, Failure> {
+    if cli.stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    if profile != Profile::Stalwart {
+        return Err(Failure::usage(
+            "--stages is for --profile stalwart (other MTAs run a milter at every stage on one connection)",
+        ));
+    }
+    let mut stages = Vec::new();
+    for name in &cli.stages {
+        stages.push(match name.as_str() {
+            "connect" => Stage::Connect,
+            "ehlo" | "helo" => Stage::Helo,
+            "mail" => Stage::Mail,
+            "rcpt" => Stage::Rcpt,
+            "data" => Stage::Data,
+            other => {
+                return Err(Failure::usage(format!(
+                    "bad stage {other:?} in --stages (connect, ehlo, mail, rcpt, data)"
+                )))
+            }
+        });
+    }
+    stages.sort();
+    stages.dedup();
+    Ok(stages)
 }
 
 fn read_message(path: Option<&PathBuf>) -> Result<Message, Failure> {
@@ -372,7 +533,7 @@ fn step_detail(step: &Step, env: &Envelope, msg: &Message) -> String {
         Stage::Header => msg
             .headers
             .get(step.index)
-            .map(|h| format!("{}: {}", String::from_utf8_lossy(&h.name), lossy(h.value())))
+            .map(|h| header_text(&h.name, &h.raw_value))
             .unwrap_or_default(),
         Stage::Body => {
             let n = msg.body_chunks().len();
@@ -437,6 +598,17 @@ fn print_transcript(out: &mut impl Write, t: &Transcript, env: &Envelope, msg: &
     }
 }
 
+/// `name: value` with one space after the colon, or none if the value keeps its
+/// own leading white space (`HDR_LEADSPC`, or a header written `Name:  value`).
+fn header_text(name: &[u8], value: &[u8]) -> String {
+    let sep = if value.first().is_some_and(u8::is_ascii_whitespace) {
+        ":"
+    } else {
+        ": "
+    };
+    format!("{}{sep}{}", lossy(name), lossy(value))
+}
+
 fn with_args(addr: &[u8], args: &Option<Vec<u8>>) -> String {
     match args {
         Some(a) => format!("{} {}", lossy(addr), lossy(a)),
@@ -447,20 +619,17 @@ fn with_args(addr: &[u8], args: &Option<Vec<u8>>) -> String {
 fn describe(m: &Modification) -> String {
     match m {
         Modification::AddHeader { name, value } => {
-            format!("add header      {}: {}", lossy(name), lossy(value))
+            format!("add header      {}", header_text(name, value))
         }
         Modification::InsertHeader { index, name, value } => {
-            format!(
-                "insert header   [{index}] {}: {}",
-                lossy(name),
-                lossy(value)
-            )
+            format!("insert header   [{index}] {}", header_text(name, value))
         }
         Modification::ChangeHeader { index, name, value } if value.is_empty() => {
             format!("delete header   {}[{index}]", lossy(name))
         }
         Modification::ChangeHeader { index, name, value } => {
-            format!("change header   {}[{index}]: {}", lossy(name), lossy(value))
+            let name = format!("{}[{index}]", lossy(name));
+            format!("change header   {}", header_text(name.as_bytes(), value))
         }
         Modification::AddRcpt(r) => format!("add rcpt        {}", lossy(r)),
         Modification::AddRcptWithArgs { rcpt, args } => {

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use milter_blocking::capture::MessageCapture;
-//! use milter_blocking::{Context, EomContext, HandlerResult, Header, Milter, Status};
+//! use milter_blocking::{handlers, Context, EomContext, HandlerResult, Header, Milter, Status};
 //! use std::io::Read;
 //!
 //! #[derive(Milter, Default)]
@@ -40,7 +40,8 @@
 //!     capture: MessageCapture,
 //! }
 //!
-//! impl Archive {
+//! #[handlers]
+//! impl Milter for Archive {
 //!     fn header(&mut self, ctx: &mut Context<'_>, h: &Header<'_>) -> HandlerResult {
 //!         self.capture.header(ctx, h)?;
 //!         Ok(Status::Continue)
@@ -51,14 +52,13 @@
 //!         Ok(Status::Continue)
 //!     }
 //!
-//!     fn eom(&mut self, _ctx: &mut EomContext<'_>) -> HandlerResult {
+//!     fn eom(&mut self, _ctx: &mut EomContext<'_, Self>) -> HandlerResult {
 //!         let mut message = self.capture.reader();
 //!         let mut sink = std::io::sink(); // a file, a socket, a scanner...
 //!         std::io::copy(&mut message, &mut sink)?;
 //!         Ok(Status::Continue)
 //!     }
 //! }
-//! # fn main() {}
 //! ```
 //!
 //! A capture with other options is built by the milter's factory and cleared

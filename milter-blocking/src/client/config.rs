@@ -2,9 +2,10 @@
 
 use super::error::ClientError;
 use super::macros::MacroConfig;
+use super::run::Verdict;
 use super::stream::{ConnectTarget, Stream};
 use super::Client;
-use milter_core::client::Strictness;
+use milter_core::client::{LowVersion, ReplyTextCheck, Strictness};
 use milter_core::{Actions, OptNeg, ProtocolOpts, Stage};
 use std::fmt;
 use std::str::FromStr;
@@ -12,80 +13,216 @@ use std::time::Duration;
 
 /// The MTA a client imitates.
 ///
-/// | | [`Profile::Postfix`] (3.7) | [`Profile::Sendmail`] (8.17) | [`Profile::Minimal`] |
-/// | --- | --- | --- | --- |
-/// | offer | v6, actions 0x1FF, protocol 0x1FFFFF | the same | the same |
-/// | milter's protocol bits beyond the offer | tolerated | refused | refused |
-/// | replacement body interrupted by another packet | refused | tolerated | refused |
-/// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | only when there are pairs to send |
-/// | default macros | `milter_*_macros` of `postconf -d` | the m4 kit's `confMILTER_MACROS_*` | none |
-/// | queue id `i` | from DATA on (`i` at DATA, headers and end of headers; `{i}` at body and end of message) | at MAIL | only if the caller sets it |
-/// | `A` after a message ([`Client::send_message`]) | after every transaction | only to a milter still inside the message | like Sendmail |
-/// | IPv6 client address in `C` | plain text | `IPv6:` prefix; IPv4-mapped as family `4` | plain text |
-/// | timeouts (connect, command, content, end of message) | 30 s, 30 s, 300 s, none | 300 s, 10 s, 10 s, 300 s | like Postfix |
+/// | | [`Profile::Postfix`] (3.7), [`Profile::Postfix3_11`] | [`Profile::Sendmail`] (8.17), [`Profile::Sendmail8_18`] | [`Profile::Stalwart`] | [`Profile::Minimal`] |
+/// | --- | --- | --- | --- | --- |
+/// | offer | v6, actions 0x1FF, protocol 0x1FFFFF | the same | v6, actions 0xFF (no `SETSYMLIST`), protocol 0x42 | like Postfix |
+/// | milter's protocol bits beyond the offer | tolerated | refused | tolerated | refused |
+/// | replacement body interrupted by another packet | refused | tolerated | tolerated | refused |
+/// | `p` before end of message | ignored | refused | refused | refused |
+/// | `s` before the body | skips the rest of that stage's commands | at a header or end of headers: the headers go on, the body is cut to a first full 65535-byte chunk; earlier: nothing more but `Q` in the session | refused | refused |
+/// | `q` before end of message | holds the message; no more envelope commands in the session (content still goes out) | refused | refused | refused |
+/// | `y` text | first line checked | a malformed text becomes `550 5.7.1 Command rejected` (or the command's other default) | first line checked | every line, one code |
+/// | negotiation reply version 0 or 1 | accepted, events of the offered version | 0 as version 2, 1 refused | refused | refused |
+/// | `D` before a command | before every command, also when empty, also with codes `L`, `B`, `U` | only when the stage has a macro list or caller macros; never before `U` | before `C H M R` only, a fixed list, macros without a value too | only when there are pairs to send |
+/// | default macros | `milter_*_macros` of `postconf -d` | the m4 kit's `confMILTER_MACROS_*` | `j {daemon_name} {client_addr} {client_port} {client_ptr}`, `{mail_addr}`, `{rcpt_addr}` | none |
+/// | queue id `i` | from the second RCPT on and at DATA, each header, end of headers, body and end of message, always named `i` (its queue file opens after the first accepted recipient; `{i}` only if the milter's symbol list names it so) | at MAIL | never | only if the caller sets it |
+/// | header values | as in the message (one leading space removed unless `HDR_LEADSPC`) | the same | trimmed at both ends, folds as CRLF | like Postfix |
+/// | ESMTP arguments of MAIL and RCPT | sent | sent | not sent (and the addresses lowercased) | sent |
+/// | after reject, tempfail or a reply at connect or HELO, accept at connect or HELO, or `4` anywhere | closes the milter connection at once | goes on (`Q` at the end) | closes after any final decision | goes on |
+/// | `A` after a message ([`Client::send_message`]) | after every transaction | only to a milter still inside the message | never | like Sendmail |
+/// | packets over 65535 bytes (a long header) | sent (milter8 has no limit; but Postfix cuts headers to 60,000 bytes before, and so does [`Client::send_message`]) | refused (Sendmail puts the milter in its error state) | sent | refused |
+/// | IPv6 client address in `C` | plain text | `IPv6:` prefix; IPv4-mapped as family `4` | plain text | plain text |
+/// | timeouts (connect, command, content, end of message) | 30 s, 30 s, 300 s, none | 300 s, 10 s, 10 s, 300 s | 30 s, 30 s, 60 s, none | like Postfix |
+/// | a failing milter ([`Profile::failure_verdict`]) | 3.7: tempfail (451 4.7.1); 3.11: shutdown (421 4.7.1) | the message goes on without it (no `F=` flag) | tempfail (451 4.3.5) | tempfail |
 ///
 /// Macro values are plausible rather than real: `j` is `mx.example.org`, `v` names
 /// the MTA, `_` is `client-name [client-addr]`, `{mail_addr}` and `{rcpt_addr}` are
 /// the bare addresses, and so on. Any of them can be replaced or removed with
 /// [`ClientBuilder::macro_value`] and [`ClientBuilder::no_macro`].
 ///
+/// Sources: the Postfix 3.7 and Sendmail 8.17 profiles follow traffic observed
+/// from Postfix 3.7.11 and Sendmail 8.17.1.9 and their sources (Postfix's
+/// `src/milter/milter8.c`, Sendmail's `sendmail/milter.c`); Postfix 3.11 follows
+/// the 3.11.6 source and release notes (`milter_default_action` now defaults to
+/// `shutdown`; the milter protocol code is otherwise that of 3.7); Sendmail 8.18
+/// follows the 8.18.0.2 source, whose `milter.c` behaves as 8.17's; Stalwart
+/// follows the source of its milter client (`crates/smtp/src/inbound/milter/` of
+/// version 0.16.19, August 2026).
+///
+/// Stalwart opens one milter connection for each stage a milter is configured
+/// for (by default only DATA) and replays the earlier stages on each: connect,
+/// HELO, MAIL and every recipient so far, then for DATA the whole message, and
+/// quits. [`Client::send_message`] with this profile is the DATA-stage run on a
+/// fresh client; a run for an earlier stage is the same run cut short (connect,
+/// HELO, MAIL, the recipients so far), on a client of its own, driven stage by
+/// stage. Not imitated: Stalwart sends end of headers even to a milter that
+/// negotiated it away, takes progress packets in answer to body chunks, and
+/// applies modifications its own way (a quarantine becomes an `X-Quarantine:`
+/// header); [`EomResult::apply`](super::EomResult::apply) follows Postfix.
+///
 /// ```
 /// use milter_blocking::client::Profile;
 /// let p: Profile = "sendmail".parse().unwrap();
 /// assert_eq!(p, Profile::Sendmail);
 /// assert_eq!(p.offer().protocol.bits(), 0x1F_FFFF);
+/// assert_eq!("postfix-3.11".parse::<Profile>().unwrap(), Profile::Postfix3_11);
+/// assert_eq!(Profile::Stalwart.offer().protocol.bits(), 0x42);
 /// assert!("exim".parse::<Profile>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Profile {
-    /// Postfix 3.7 with its default milter settings.
+    /// Postfix 3.7 with its default milter settings (checked against traffic
+    /// from Postfix 3.7.11 and its source).
     #[default]
     Postfix,
-    /// Sendmail 8.17 configured with the m4 kit's default milter macros.
+    /// Postfix 3.11 with its default milter settings (checked against the 3.11.6
+    /// source and release notes).
+    Postfix3_11,
+    /// Sendmail 8.17 configured with the m4 kit's default milter macros (checked
+    /// against traffic from Sendmail 8.17.1.9 and its source).
     Sendmail,
+    /// Sendmail 8.18 configured with the m4 kit's default milter macros (checked
+    /// against the 8.18.0.2 source).
+    Sendmail8_18,
+    /// Stalwart with a milter at the DATA stage and its default settings (checked
+    /// against the source of version 0.16.19).
+    Stalwart,
     /// No macros unless the caller sets them, no abort after a completed message:
     /// a plain protocol driver for unit tests.
     Minimal,
 }
 
+/// Every profile, in the order `milter-check --help` lists them.
+const PROFILES: [Profile; 6] = [
+    Profile::Postfix,
+    Profile::Postfix3_11,
+    Profile::Sendmail,
+    Profile::Sendmail8_18,
+    Profile::Stalwart,
+    Profile::Minimal,
+];
+
 impl Profile {
-    /// The profile's name (`postfix`, `sendmail`, `minimal`).
+    /// Every profile.
+    pub const ALL: [Profile; 6] = PROFILES;
+
+    /// The profile's name (`postfix`, `postfix-3.11`, `sendmail`, `sendmail-8.18`,
+    /// `stalwart`, `minimal`).
     pub fn name(self) -> &'static str {
         match self {
             Profile::Postfix => "postfix",
+            Profile::Postfix3_11 => "postfix-3.11",
             Profile::Sendmail => "sendmail",
+            Profile::Sendmail8_18 => "sendmail-8.18",
+            Profile::Stalwart => "stalwart",
             Profile::Minimal => "minimal",
+        }
+    }
+
+    /// Whether this is one of the Postfix profiles.
+    pub fn is_postfix(self) -> bool {
+        matches!(self, Profile::Postfix | Profile::Postfix3_11)
+    }
+
+    /// Whether this is one of the Sendmail profiles.
+    pub fn is_sendmail(self) -> bool {
+        matches!(self, Profile::Sendmail | Profile::Sendmail8_18)
+    }
+
+    /// The MTA and version as the macro `v` reports it.
+    pub(crate) fn version_text(self) -> &'static str {
+        match self {
+            Profile::Postfix => "Postfix 3.7.11",
+            Profile::Postfix3_11 => "Postfix 3.11.6",
+            Profile::Sendmail => "8.17.1.9",
+            Profile::Sendmail8_18 => "8.18.1",
+            Profile::Stalwart | Profile::Minimal => "",
         }
     }
 
     /// What the MTA offers in its `O` packet.
     pub fn offer(self) -> OptNeg {
-        OptNeg::POSTFIX_3
+        match self {
+            Profile::Stalwart => OptNeg {
+                version: 6,
+                actions: Actions::all() - Actions::SET_SYMBOL_LIST,
+                protocol: ProtocolOpts::from_bits_retain(0x42),
+            },
+            _ => OptNeg::POSTFIX_3,
+        }
     }
 
     /// How strictly the MTA checks the milter (see [`Strictness`]).
     pub fn strictness(self) -> Strictness {
+        let lenient = Strictness {
+            options_subset: false,
+            body_run: false,
+            reply_text: ReplyTextCheck::FirstLine,
+            ..Strictness::default()
+        };
         match self {
-            Profile::Postfix => Strictness {
-                options_subset: false,
+            Profile::Postfix | Profile::Postfix3_11 => Strictness {
                 body_run: true,
-                negotiated_actions: true,
+                progress_anywhere: true,
+                skip_anywhere: true,
+                quarantine_anywhere: true,
+                low_version: LowVersion::AsOffered,
+                ..lenient
             },
-            Profile::Sendmail => Strictness {
+            Profile::Sendmail | Profile::Sendmail8_18 => Strictness {
                 options_subset: true,
-                body_run: false,
-                negotiated_actions: true,
+                skip_anywhere: true,
+                reply_text: ReplyTextCheck::ReplaceMalformed,
+                low_version: LowVersion::ZeroAsTwo,
+                ..lenient
             },
+            Profile::Stalwart => lenient,
             Profile::Minimal => Strictness::default(),
+        }
+    }
+
+    /// The largest packet payload the MTA sends (`None`: no limit).
+    pub fn send_limit(self) -> Option<usize> {
+        match self {
+            Profile::Postfix | Profile::Postfix3_11 | Profile::Stalwart => None,
+            _ => Some(milter_core::limits::MAX_SEND_PAYLOAD),
         }
     }
 
     /// The MTA's default timeouts.
     pub fn timeouts(self) -> Timeouts {
         match self {
-            Profile::Postfix | Profile::Minimal => Timeouts::POSTFIX,
-            Profile::Sendmail => Timeouts::SENDMAIL,
+            Profile::Sendmail | Profile::Sendmail8_18 => Timeouts::SENDMAIL,
+            Profile::Stalwart => Timeouts::STALWART,
+            _ => Timeouts::POSTFIX,
+        }
+    }
+
+    /// What the MTA does with the message (or session) when the milter fails at
+    /// `stage` (breaks the protocol, closes the connection, times out): Postfix's
+    /// `milter_default_action` (3.7: `tempfail`, 3.11: `shutdown`), Sendmail
+    /// without an `F=` flag goes on without the milter, Stalwart's
+    /// `tempFailOnError` (on by default).
+    ///
+    /// ```
+    /// use milter_blocking::client::{Profile, Verdict};
+    /// use milter_blocking::Stage;
+    /// assert_eq!(Profile::Postfix3_11.failure_verdict(Stage::Rcpt).name(), "shutdown");
+    /// assert_eq!(Profile::Postfix.failure_verdict(Stage::Rcpt).name(), "tempfail");
+    /// assert_eq!(Profile::Sendmail.failure_verdict(Stage::Rcpt), Verdict::Accept);
+    /// ```
+    pub fn failure_verdict(self, stage: Stage) -> Verdict {
+        let tempfail = |text: &[u8]| Verdict::Tempfail {
+            stage,
+            reply: Some(text.to_vec()),
+        };
+        match self {
+            Profile::Postfix => tempfail(b"451 4.7.1 Service unavailable - try again later"),
+            Profile::Postfix3_11 => Verdict::Shutdown { stage },
+            Profile::Sendmail | Profile::Sendmail8_18 => Verdict::Accept,
+            Profile::Stalwart => tempfail(b"451 4.3.5 Unable to accept message at this time."),
+            Profile::Minimal => Verdict::Tempfail { stage, reply: None },
         }
     }
 
@@ -124,15 +261,19 @@ impl fmt::Display for Profile {
 impl FromStr for Profile {
     type Err = String;
 
+    /// A profile's [name](Profile::name), any case; `postfix-3.7` and
+    /// `sendmail-8.17` name the first two.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "postfix" => Ok(Profile::Postfix),
-            "sendmail" => Ok(Profile::Sendmail),
-            "minimal" => Ok(Profile::Minimal),
-            _ => Err(format!(
-                "unknown profile {s:?} (postfix, sendmail or minimal)"
-            )),
+        let s = s.to_ascii_lowercase();
+        match s.as_str() {
+            "postfix-3.7" => return Ok(Profile::Postfix),
+            "sendmail-8.17" => return Ok(Profile::Sendmail),
+            _ => {}
         }
+        PROFILES.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = PROFILES.iter().map(|p| p.name()).collect();
+            format!("unknown profile {s:?} ({})", names.join(", "))
+        })
     }
 }
 
@@ -161,6 +302,14 @@ impl Timeouts {
         connect: Duration::from_secs(30),
         command: Some(Duration::from_secs(30)),
         content: Some(Duration::from_secs(300)),
+        eom: None,
+    };
+
+    /// Stalwart's defaults: connect 30 s, command 30 s, data 60 s.
+    pub const STALWART: Timeouts = Timeouts {
+        connect: Duration::from_secs(30),
+        command: Some(Duration::from_secs(30)),
+        content: Some(Duration::from_secs(60)),
         eom: None,
     };
 

@@ -1,7 +1,7 @@
 //! The end-of-message result: the decision, the modifications in order, questions
 //! about them, and applying them to a message as an MTA would.
 
-use super::message::{to_crlf, Address, Envelope, HeaderField, Message};
+use super::message::{postfix_header_cut, to_crlf, Address, Envelope, HeaderField, Message};
 use milter_core::client::Decision;
 use milter_core::Modification;
 use std::borrow::Cow;
@@ -66,7 +66,7 @@ impl EomResult {
     ///
     /// ```
     /// use milter_blocking::client::{Decision, EomResult};
-    /// use milter_blocking::core::Modification;
+    /// use milter_blocking::milter_core::Modification;
     /// let r = EomResult {
     ///     decision: Decision::Continue,
     ///     modifications: vec![Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() }],
@@ -169,11 +169,16 @@ impl EomResult {
 
     /// Applies the modifications in order, as an MTA would before queueing.
     ///
+    /// - With Postfix's rules the message's headers are first cut to 60,000 bytes
+    ///   ([`Message::as_postfix_stores_it`]).
     /// - Add header: appended after the last header.
     /// - Insert header at `n`: 0 puts it at the top; `n` puts it after the `n`-th
-    ///   header; beyond the end it is appended. (This client adds no headers of
-    ///   its own, so there is no hidden `Received:` to count: Postfix's positions are
-    ///   one lower because it counts its own `Received:` first.)
+    ///   header; beyond the end it is appended. Postfix counts its own
+    ///   `Received:` header, which it adds on top and never shows the milter, as
+    ///   the first header (but not for change indexes): with [`ApplyRules::Postfix`]
+    ///   an insert at 1 lands above the message's first header (below any insert
+    ///   at 0), at `n` after the message's `n - 1`-th header. The `Received:`
+    ///   header itself is not in the result.
     /// - Change header `name`/`n` (1-based; 0 acts as 1; names compared
     ///   case-insensitively): replaces the value of that occurrence; an empty value
     ///   deletes it; an occurrence that does not exist is appended (non-empty value)
@@ -189,9 +194,21 @@ impl EomResult {
     ///   as Postfix stores it.
     /// - Quarantine: reported in [`Applied::quarantine`].
     pub fn apply_with(&self, rules: ApplyRules, message: &Message, envelope: &Envelope) -> Applied {
-        // Deleted headers stay as tombstones so Sendmail's counting can see them.
-        let mut headers: Vec<(HeaderField, bool)> =
-            message.headers.iter().cloned().map(|h| (h, true)).collect();
+        // Deleted headers stay as tombstones so Sendmail's counting can see them;
+        // Postfix's own Received: header counts for inserts only.
+        // Postfix stores (and queues) headers cut to 60,000 bytes.
+        let mut headers: Vec<(HeaderField, Slot)> = message
+            .headers
+            .iter()
+            .map(|h| match rules {
+                ApplyRules::Postfix => postfix_header_cut(h).into_owned(),
+                ApplyRules::Sendmail => h.clone(),
+            })
+            .map(|h| (h, Slot::Live))
+            .collect();
+        if rules == ApplyRules::Postfix {
+            headers.insert(0, (HeaderField::new("Received", ""), Slot::MtaOwn));
+        }
         let mut env = envelope.clone();
         let mut body: Option<Vec<u8>> = None;
         let mut quarantine = None;
@@ -205,7 +222,7 @@ impl EomResult {
                 v
             }
         };
-        let counts = |live: bool| live || rules == ApplyRules::Sendmail;
+        let deleted_count = rules == ApplyRules::Sendmail;
         for m in &self.modifications {
             match m {
                 Modification::AddHeader { name, value } => headers.push((
@@ -213,7 +230,7 @@ impl EomResult {
                         name: name.clone(),
                         raw_value: raw(value),
                     },
-                    true,
+                    Slot::Live,
                 )),
                 Modification::InsertHeader { index, name, value } => {
                     let field = HeaderField {
@@ -222,22 +239,27 @@ impl EomResult {
                     };
                     let mut seen = 0u64;
                     let mut at = headers.len();
-                    for (i, (_, live)) in headers.iter().enumerate() {
+                    for (i, (_, slot)) in headers.iter().enumerate() {
                         if seen == u64::from(*index) {
                             at = i;
                             break;
                         }
-                        if counts(*live) {
+                        if *slot != Slot::Deleted || deleted_count {
                             seen += 1;
                         }
                     }
-                    headers.insert(at, (field, true));
+                    headers.insert(at, (field, Slot::Live));
                 }
                 Modification::ChangeHeader { index, name, value } => {
                     let wanted = u64::from((*index).max(1));
                     let mut seen = 0u64;
-                    let found = headers.iter().position(|(h, live)| {
-                        if h.is(name) && counts(*live) {
+                    let found = headers.iter().position(|(h, slot)| {
+                        let counts = match slot {
+                            Slot::Live => true,
+                            Slot::Deleted => deleted_count,
+                            Slot::MtaOwn => false,
+                        };
+                        if counts && h.is(name) {
                             seen += 1;
                             seen == wanted
                         } else {
@@ -245,10 +267,10 @@ impl EomResult {
                         }
                     });
                     match (found, value.is_empty()) {
-                        (Some(i), true) => headers[i].1 = false,
+                        (Some(i), true) => headers[i].1 = Slot::Deleted,
                         (Some(i), false) => {
                             headers[i].0.raw_value = raw(value);
-                            headers[i].1 = true;
+                            headers[i].1 = Slot::Live;
                         }
                         (None, true) => {}
                         (None, false) => headers.push((
@@ -256,7 +278,7 @@ impl EomResult {
                                 name: name.clone(),
                                 raw_value: raw(value),
                             },
-                            true,
+                            Slot::Live,
                         )),
                     }
                 }
@@ -295,7 +317,7 @@ impl EomResult {
             message: Message {
                 headers: headers
                     .into_iter()
-                    .filter(|(_, live)| *live)
+                    .filter(|(_, slot)| *slot == Slot::Live)
                     .map(|(h, _)| h)
                     .collect(),
                 body,
@@ -304,6 +326,17 @@ impl EomResult {
             quarantine,
         }
     }
+}
+
+/// A header's place in the list [`EomResult::apply_with`] edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// In the message.
+    Live,
+    /// Deleted by the milter (still counted by Sendmail).
+    Deleted,
+    /// The MTA's own `Received:` (Postfix), counted for inserts only.
+    MtaOwn,
 }
 
 fn split_args(args: Option<&[u8]>) -> Vec<String> {
@@ -402,13 +435,56 @@ mod tests {
             names(&out),
             [
                 "Top: t",
-                "A: 1",
                 "Mid: m",
+                "A: 1",
                 "B: first",
                 "A: 2",
                 "A: 3",
                 "End: e",
                 "B: appended"
+            ]
+        );
+    }
+
+    #[test]
+    fn postfix_counts_its_own_received_for_inserts_only() {
+        let insert = |index, name: &str| Modification::InsertHeader {
+            index,
+            name: name.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        };
+        let m = Message::parse(b"From: a@b\r\nTo: c@d\r\nReceived: x\r\n\r\nbody\r\n");
+        let r = result(vec![
+            insert(1, "One"),
+            insert(0, "Zero"),
+            Modification::ChangeHeader {
+                index: 1,
+                name: b"Received".to_vec(),
+                value: b"changed".to_vec(),
+            },
+        ]);
+        let env = Envelope::new("s@x");
+        // Postfix: [Zero] [its Received] [One] From To Received; the change hits
+        // the message's own Received, not Postfix's.
+        assert_eq!(
+            names(&r.apply(&m, &env).message),
+            [
+                "Zero: v",
+                "One: v",
+                "From: a@b",
+                "To: c@d",
+                "Received: changed"
+            ]
+        );
+        // Sendmail's rules count only the message's headers.
+        assert_eq!(
+            names(&r.apply_with(ApplyRules::Sendmail, &m, &env).message),
+            [
+                "Zero: v",
+                "From: a@b",
+                "One: v",
+                "To: c@d",
+                "Received: changed"
             ]
         );
     }

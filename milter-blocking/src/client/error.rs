@@ -37,6 +37,16 @@ pub enum ClientError {
         /// bytes), or the raw bytes that do not form a packet.
         bytes: Vec<u8>,
     },
+    /// The peer is not a milter: what it sent looks like another protocol
+    /// (clamd, HTTP, SMTP, TLS, ...). Usually a wrong socket in the configuration.
+    NotAMilter {
+        /// What the client was doing.
+        during: String,
+        /// What the peer looks like (`clamd (it answered "UNKNOWN COMMAND")`).
+        peer: String,
+        /// The first bytes the peer sent (at most 64).
+        bytes: Vec<u8>,
+    },
     /// The milter closed the connection while a reply was due.
     Disconnected {
         /// What the client was doing.
@@ -67,7 +77,8 @@ pub enum ErrorKind {
     Misuse,
     /// [`ClientError::Connect`].
     Connect,
-    /// [`ClientError::Protocol`] and [`ClientError::Disconnected`].
+    /// [`ClientError::Protocol`], [`ClientError::NotAMilter`] and
+    /// [`ClientError::Disconnected`].
     Protocol,
     /// [`ClientError::Timeout`].
     Timeout,
@@ -81,16 +92,21 @@ impl ClientError {
         match self {
             ClientError::Misuse(_) => ErrorKind::Misuse,
             ClientError::Connect { .. } => ErrorKind::Connect,
-            ClientError::Protocol { .. } | ClientError::Disconnected { .. } => ErrorKind::Protocol,
+            ClientError::Protocol { .. }
+            | ClientError::NotAMilter { .. }
+            | ClientError::Disconnected { .. } => ErrorKind::Protocol,
             ClientError::Timeout { .. } => ErrorKind::Timeout,
             ClientError::Io { .. } => ErrorKind::Io,
         }
     }
 
-    /// The offending bytes of a protocol error.
+    /// The offending bytes of a protocol error (the first bytes a peer that is not
+    /// a milter sent).
     pub fn offending_bytes(&self) -> Option<&[u8]> {
         match self {
-            ClientError::Protocol { bytes, .. } => Some(bytes),
+            ClientError::Protocol { bytes, .. } | ClientError::NotAMilter { bytes, .. } => {
+                Some(bytes)
+            }
             _ => None,
         }
     }
@@ -165,6 +181,15 @@ impl fmt::Display for ClientError {
                 }
                 Ok(())
             }
+            ClientError::NotAMilter {
+                during,
+                peer,
+                bytes,
+            } => write!(
+                f,
+                "the peer is not a milter: during {during} it answered like {peer} (bytes: {})",
+                hex(bytes)
+            ),
             ClientError::Disconnected { during } => {
                 write!(f, "milter closed the connection during {during}")
             }

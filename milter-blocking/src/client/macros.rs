@@ -22,7 +22,19 @@ const POSTFIX_LISTS: [&str; 7] = [
     "i",
 ];
 
-/// Per-stage lists of the Sendmail 8.17 m4 kit (`confMILTER_MACROS_*`).
+/// Stalwart's fixed lists (it offers no `SETSYMLIST`): connect, HELO (the TLS
+/// macros, without a value on a plain connection), MAIL, RCPT; nothing later.
+const STALWART_LISTS: [&str; 7] = [
+    "{daemon_name} j {client_addr} {client_port} {client_ptr}",
+    "{cipher} {tls_version}",
+    "{mail_addr}",
+    "{rcpt_addr}",
+    "",
+    "",
+    "",
+];
+
+/// Per-stage lists of the Sendmail 8.17 and 8.18 m4 kit (`confMILTER_MACROS_*`).
 const SENDMAIL_LISTS: [&str; 7] = [
     "j _ {daemon_name} {if_name} {if_addr}",
     "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
@@ -106,6 +118,8 @@ pub(crate) struct MacroState {
     pub(crate) queue_id: String,
     /// The furthest message stage reached in the current message.
     pub(crate) phase: Option<Stage>,
+    /// Postfix has opened the queue file: a recipient was accepted.
+    pub(crate) queue_file_open: bool,
     pub(crate) msg_id: Option<Vec<u8>>,
 }
 
@@ -128,43 +142,43 @@ impl MacroWriter<'_> {
     /// The macro list in force for the command `code`: the milter's symbol list
     /// where the MTA honours it, else the profile's list.
     fn list(&self, code: u8) -> &[u8] {
-        let stage = match (self.profile, code) {
-            (Profile::Postfix, b'L') => Some(MacroStage::Eoh),
-            (Profile::Postfix, b'B') => Some(MacroStage::Eom),
+        let postfix = self.profile.is_postfix();
+        let stage = match code {
+            b'L' if postfix => Some(MacroStage::Eoh),
+            b'B' if postfix => Some(MacroStage::Eom),
             _ => MacroStage::from_command_code(code),
         };
         let Some(stage) = stage else {
             // U (Postfix: milter_unknown_command_macros, empty by default).
             return b"";
         };
+        let index = stage.index() as usize;
+        // Postfix sends its end-of-headers list (`i`) before each header and end of
+        // headers at every protocol version (observed at 2, 4 and 6).
         let default: &'static [u8] = match self.profile {
-            Profile::Postfix => {
-                if stage == MacroStage::Eoh && self.negotiated.version < 6 {
-                    b""
-                } else {
-                    POSTFIX_LISTS[stage.index() as usize].as_bytes()
-                }
-            }
-            Profile::Sendmail => SENDMAIL_LISTS[stage.index() as usize].as_bytes(),
-            Profile::Minimal => b"",
+            p if p.is_postfix() => POSTFIX_LISTS[index].as_bytes(),
+            p if p.is_sendmail() => SENDMAIL_LISTS[index].as_bytes(),
+            // Stalwart ignores symbol lists (it does not offer them).
+            Profile::Stalwart => return STALWART_LISTS[index].as_bytes(),
+            _ => b"",
         };
         let milter = self.negotiated.macros_for(stage);
         match self.profile {
             // Postfix: an empty list means "use the defaults".
-            Profile::Postfix => match milter {
+            p if p.is_postfix() => match milter {
                 Some(l) if !l.is_empty() => l,
                 _ => default,
             },
-            // Sendmail 8.17.1: the milter's end-of-message list counts only when it
-            // also sent an end-of-headers list.
-            Profile::Sendmail if stage == MacroStage::Eom => {
+            // Sendmail 8.17.1 and 8.18.0 (`milter_data`): the milter's end-of-message
+            // list counts only when it also sent an end-of-headers list.
+            p if p.is_sendmail() && stage == MacroStage::Eom => {
                 if self.negotiated.macros_for(MacroStage::Eoh).is_some() {
                     milter.unwrap_or(b"")
                 } else {
                     default
                 }
             }
-            Profile::Sendmail | Profile::Minimal => milter.unwrap_or(default),
+            _ => milter.unwrap_or(default),
         }
     }
 
@@ -174,7 +188,8 @@ impl MacroWriter<'_> {
         // No D for skipped content commands (both MTAs decide those before the
         // macro step), and none for commands the negotiated version lacks.
         if skipped
-            && (matches!(stage, Stage::Header | Stage::Eoh | Stage::Body)
+            && (self.profile == Profile::Stalwart
+                || matches!(stage, Stage::Header | Stage::Eoh | Stage::Body)
                 || (stage == Stage::Data && self.negotiated.version < 4)
                 || (stage == Stage::Unknown && self.negotiated.version < 3))
         {
@@ -205,11 +220,13 @@ impl MacroWriter<'_> {
             }
         }
         let send = match self.profile {
-            Profile::Postfix => true,
-            Profile::Sendmail => {
+            p if p.is_postfix() => true,
+            p if p.is_sendmail() => {
                 count > 0 || (!list.is_empty() && code != b'U' && code != b'L' && code != b'B')
             }
-            Profile::Minimal => count > 0,
+            // Stalwart: a `D` before each of `C H M R`, never before the others.
+            Profile::Stalwart => matches!(code, b'C' | b'H' | b'M' | b'R') || count > 0,
+            _ => count > 0,
         };
         if !send {
             out.truncate(start);
@@ -232,10 +249,12 @@ impl MacroWriter<'_> {
             };
         }
         let s = self.state;
-        let sendmail = self.profile == Profile::Sendmail;
+        let sendmail = self.profile.is_sendmail();
         let text: &[u8] = match key {
             b"j" => MTA_HOST.as_bytes(),
             b"daemon_name" if sendmail => b"MTA",
+            // `DAEMON_NAME` of the source checked.
+            b"daemon_name" if self.profile == Profile::Stalwart => b"Stalwart v0.16.19",
             b"daemon_name" => MTA_HOST.as_bytes(),
             b"daemon_addr" => b"127.0.0.1",
             // Sendmail leaves `{if_addr}` unset for connections on the loopback
@@ -244,8 +263,7 @@ impl MacroWriter<'_> {
             b"if_addr" => return false,
             b"daemon_port" => b"25",
             b"if_name" => b"localhost",
-            b"v" if sendmail => b"8.17.1.9",
-            b"v" => b"Postfix 3.7.11",
+            b"v" => self.profile.version_text().as_bytes(),
             b"_" if !s.client_name.is_empty() => {
                 out.extend_from_slice(s.client_name.as_bytes());
                 out.extend_from_slice(b" [");
@@ -256,17 +274,23 @@ impl MacroWriter<'_> {
             b"client_name" => s.client_name.as_bytes(),
             b"client_addr" => s.client_addr.as_bytes(),
             b"client_port" => s.client_port.as_bytes(),
+            // Stalwart: the verified PTR name, else "unknown".
+            b"client_ptr" => s.client_name.as_bytes(),
             b"i" => {
                 let known = match self.profile {
-                    Profile::Sendmail => s.phase.is_some(),
-                    Profile::Postfix => {
+                    p if p.is_sendmail() => s.phase.is_some(),
+                    // Postfix opens its queue file, and so has a queue id, once
+                    // the first recipient is accepted (observed with 3.7.11: `i`
+                    // before the second RCPT, not before the first).
+                    p if p.is_postfix() => {
                         s.phase.is_some_and(|p| p >= Stage::Data)
+                            || (stage == Stage::Rcpt && s.queue_file_open)
                             || matches!(
                                 stage,
                                 Stage::Data | Stage::Header | Stage::Eoh | Stage::Body | Stage::Eom
                             )
                     }
-                    Profile::Minimal => false,
+                    _ => false,
                 };
                 if known {
                     s.queue_id.as_bytes()
@@ -295,9 +319,10 @@ impl MacroWriter<'_> {
             },
             _ => b"",
         };
-        // Macros without a value are not sent (both MTAs).
+        // Macros without a value are not sent (Postfix, Sendmail); Stalwart sends
+        // its fixed list whatever the values (`{cipher}` is empty without TLS).
         if text.is_empty() {
-            return false;
+            return self.profile == Profile::Stalwart;
         }
         out.extend_from_slice(text);
         true
@@ -355,6 +380,7 @@ mod tests {
             rcpt: b"<b@example.com>".to_vec(),
             queue_id: "4F2A1B3C5D".into(),
             phase: Some(Stage::Mail),
+            queue_file_open: false,
             msg_id: None,
         }
     }

@@ -2,6 +2,7 @@
 //! unfolding the way Postfix does it, body chunking.
 
 use milter_core::limits::MAX_BODY_CHUNK;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -54,6 +55,23 @@ impl HeaderField {
         } else {
             self.value()
         }
+    }
+
+    /// The value with white space trimmed at both ends and folds as CRLF + white
+    /// space, as Stalwart sends it (whatever `HDR_LEADSPC` says).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"To:  a@b,\n\tc@d \n\n");
+    /// assert_eq!(m.headers[0].value_trimmed(), b"a@b,\r\n\tc@d");
+    /// ```
+    pub fn value_trimmed(&self) -> Vec<u8> {
+        let mut v = to_crlf(&self.raw_value);
+        let end = v.trim_ascii_end().len();
+        v.truncate(end);
+        let start = v.len() - v.trim_ascii_start().len();
+        v.drain(..start);
+        v
     }
 
     /// Whether the name is `name`, ignoring ASCII case.
@@ -129,8 +147,8 @@ impl Message {
     /// characters), which then starts the body, as Postfix does. A leading mbox
     /// `From ` line is dropped (as Postfix's `sendmail` command does). Folded
     /// headers are kept with LF + white space per fold; CRs before LFs are dropped.
-    /// The body gets CRLF line ends; it is not dot-unstuffed (files are not
-    /// dot-stuffed).
+    /// The body gets CRLF line ends, also on a last line that has none (as it
+    /// arrives over SMTP); it is not dot-unstuffed (files are not dot-stuffed).
     pub fn parse(bytes: &[u8]) -> Message {
         let mut rest = bytes;
         if rest.starts_with(b"From ") {
@@ -169,10 +187,13 @@ impl Message {
             });
             rest = next;
         }
-        Message {
-            headers,
-            body: to_crlf(rest),
+        let mut body = to_crlf(rest);
+        // An SMTP client ends the last line with CRLF before the final dot, so an
+        // MTA always has it, even when the file lacks it.
+        if !body.is_empty() && !body.ends_with(b"\n") {
+            body.extend_from_slice(b"\r\n");
         }
+        Message { headers, body }
     }
 
     /// Reads and parses a message file (`.eml`).
@@ -202,6 +223,30 @@ impl Message {
         self.body.chunks(MAX_BODY_CHUNK)
     }
 
+    /// The message as Postfix stores it when milters are in use, and so sends it
+    /// to them: every header (`Name:value`, folds as LF) cut to 60,000 bytes
+    /// (its cleanup server lowers `header_size_limit` to that for milters, to stay
+    /// under libmilter's 65,535-byte packets). The cut falls at the last line
+    /// boundary before the limit when that keeps more than 90 % of it, else at
+    /// the limit itself (`cleanup_out_header`).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let long = format!("X-Long: {}\n\nbody\n", "x".repeat(70_000));
+    /// let m = Message::parse(long.as_bytes()).as_postfix_stores_it();
+    /// assert_eq!(m.headers[0].raw_value.len(), 60_000 - "X-Long:".len());
+    /// ```
+    pub fn as_postfix_stores_it(&self) -> Message {
+        Message {
+            headers: self
+                .headers
+                .iter()
+                .map(|h| postfix_header_cut(h).into_owned())
+                .collect(),
+            body: self.body.clone(),
+        }
+    }
+
     /// The message as text with CRLF line ends.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
@@ -212,6 +257,39 @@ impl Message {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// Postfix's header size limit while milters are in use.
+const POSTFIX_MILTER_HEADER_LIMIT: usize = 60_000;
+
+/// A header cut as Postfix's `cleanup_out_header` cuts it.
+pub(crate) fn postfix_header_cut(h: &HeaderField) -> Cow<'_, HeaderField> {
+    let limit = POSTFIX_MILTER_HEADER_LIMIT;
+    let prefix = h.name.len() + 1;
+    if prefix + h.raw_value.len() <= limit {
+        return Cow::Borrowed(h);
+    }
+    // Offsets in `Name:value`; each line ends before its LF.
+    let mut keep = limit;
+    let mut start = 0;
+    let text_len = prefix + h.raw_value.len();
+    while start < text_len {
+        let end = h.raw_value[start.saturating_sub(prefix)..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text_len, |i| start.max(prefix) + i);
+        if end > limit {
+            // A nice cut after the previous line if it keeps over 90 %.
+            if start * 10 > limit * 9 {
+                keep = start - 1;
+            }
+            break;
+        }
+        start = end + 1;
+    }
+    let mut cut = h.clone();
+    cut.raw_value.truncate(keep.saturating_sub(prefix));
+    Cow::Owned(cut)
 }
 
 /// The next line without its line end (LF or CRLF), and the rest.
@@ -498,7 +576,7 @@ mod tests {
         assert_eq!(m.headers[1].value(), b"\tvalue");
         assert_eq!(m.headers[2].value(), b"a\n  b\n\tc");
         assert_eq!(m.headers[3].value(), b"");
-        assert_eq!(m.body, b"body");
+        assert_eq!(m.body, b"body\r\n");
     }
 
     #[test]
@@ -510,7 +588,28 @@ mod tests {
         assert!(m.headers.is_empty() && m.body.is_empty());
         let m = Message::parse(b"\r\nonly body");
         assert!(m.headers.is_empty());
-        assert_eq!(m.body, b"only body");
+        assert_eq!(m.body, b"only body\r\n");
+    }
+
+    #[test]
+    fn postfix_cuts_long_headers_like_its_cleanup_server() {
+        let cut = |text: &str| {
+            let m = Message::parse(format!("{text}\n\n").as_bytes()).as_postfix_stores_it();
+            let h = &m.headers[0];
+            String::from_utf8(h.raw_value.clone()).unwrap().len() + h.name.len() + 1
+        };
+        let x = |n| "x".repeat(n);
+        // Short enough: untouched.
+        assert_eq!(cut(&format!("A: {}", x(59_997))), 60_000);
+        // One long line: cut at the limit ("unkind cut").
+        assert_eq!(cut(&format!("A: {}", x(80_000))), 60_000);
+        // A fold line that crosses the limit, starting after 90 %: dropped with
+        // its LF ("nice cut").
+        let nice = format!("A: {}\n {}", x(55_000), x(10_000));
+        assert_eq!(cut(&nice), "A: ".len() + 55_000);
+        // Starting before 90 %: cut at the limit.
+        let unkind = format!("A: {}\n {}", x(50_000), x(20_000));
+        assert_eq!(cut(&unkind), 60_000);
     }
 
     #[test]

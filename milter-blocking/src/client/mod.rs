@@ -1,8 +1,10 @@
-//! An MTA-side client: drive any milter, stage by stage or a whole message at a
-//! time, the way Postfix or Sendmail would.
+//! The MTA side of the protocol: a client that drives any milter, stage by stage
+//! or a whole message at a time, the way Postfix, Sendmail or Stalwart would.
 //!
-//! For testing milters without installing an MTA (instead of `miltertest` and its
-//! Lua scripts), in our own tests and benchmarks, and behind the `milter-check`
+//! This is what a milter's own tests use in place of an MTA (instead of
+//! `miltertest` and its Lua scripts): connect to the milter (or hand over one end
+//! of a socket pair), send a message, and check the decisions and modifications.
+//! It also drives our own tests and benchmarks, and the `milter-check`
 //! command-line tester.
 //!
 //! - [`Client::open`] connects to a socket spec (`inet:PORT@HOST`, `inet6:PORT@HOST`,
@@ -24,6 +26,10 @@
 //!   [`Transcript`].
 //! - [`Profile`] chooses the MTA to imitate (offer, strictness, macros, aborts,
 //!   timeouts).
+//! - [`RecordingProxy`] sits between a real MTA and a milter and records each
+//!   connection, unchanged, as a [`Recording`] (the text format is specified in
+//!   [`recording`]); [`replay()`] plays a recording's MTA side against a milter and
+//!   reports where its answers differ ([`ReplayReport`]).
 //!
 //! The client sends what it is asked to, in the order it is asked: it does not
 //! check that `rcpt` comes after `mail`, so a test can also show how a milter copes
@@ -71,6 +77,22 @@
 //! are applied where Postfix and Sendmail disagree (header renumbering after a
 //! delete, recipient matching). [`EomResult::apply`] follows Postfix.
 //!
+//! # Where the MTA side lives
+//!
+//! The client, its profiles and `milter-check` stay in this crate rather than in
+//! a crate of their own (as indymilter-test stands beside indymilter). The
+//! workspace is designed as one protocol crate without I/O (`milter-core`, which
+//! holds the MTA-side state machine, [`milter_core::client::ClientSession`]),
+//! the derive macros, and this crate as the one dependency for writing milters;
+//! a fourth crate would make users add a second dependency (and keep its version
+//! in step) only to test what they wrote. The cost of keeping it here is small:
+//! the client shares only socket specs and the core with the server, compiles in
+//! seconds, and the command-line parser (`clap`) is behind the `cli` feature, so
+//! a milter that does not use the command pays for nothing but this module.
+//! Install the command with
+//! `cargo install milter-blocking --features cli --bin milter-check` (or
+//! `--path milter-blocking` from a checkout).
+//!
 //! # The `milter-check` command
 //!
 //! Built with the `cli` feature:
@@ -100,6 +122,10 @@ mod eom;
 mod error;
 mod macros;
 mod message;
+mod peer;
+mod proxy;
+pub mod recording;
+mod replay;
 mod run;
 mod stream;
 
@@ -107,10 +133,20 @@ pub use config::{ClientBuilder, Profile, Timeouts};
 pub use eom::{Applied, ApplyRules, EomResult};
 pub use error::{ClientError, ErrorKind};
 pub use message::{Address, ClientAddress, Envelope, HeaderField, Message};
-pub use milter_core::client::{ClientNegotiated, Decision, Strictness};
+pub use milter_core::client::{ClientNegotiated, Decision, LowVersion, ReplyTextCheck, Strictness};
 pub use milter_core::Modification;
 pub use run::{Step, Transcript, Verdict};
 pub use stream::{ConnectTarget, Stream};
+
+pub use proxy::{ProxyError, ProxyHandle, RecordingProxy, RECORDING_EXTENSION};
+pub use recording::{
+    Direction, NegotiatedFlags, RecordedPacket, Recording, RecordingEntry, RecordingError,
+    RecordingErrorKind, RecordingWriter, RECORDING_FORMAT_VERSION,
+};
+pub use replay::{
+    replay, replay_with_timeout, DifferenceKind, ReplayDifference, ReplayError, ReplayReport,
+    REPLAY_TIMEOUT,
+};
 
 use macros::{MacroConfig, MacroState, MacroWriter};
 use milter_core::client::{ClientSession, Received, Sent};
@@ -226,11 +262,40 @@ pub struct Client {
     write_timeout: Option<Option<Duration>>,
     broken: Option<String>,
     closed: bool,
+    /// Why the imitated MTA closed the milter connection itself (Postfix after a
+    /// session-level refusal or shutdown, Stalwart after any refusal).
+    closed_by_mta: Option<String>,
+    /// A quarantine asked for before end of message (Postfix): no more envelope
+    /// commands are sent in the session.
+    held: Option<Vec<u8>>,
+    /// The last stage sent, for [`Client::failure_verdict`].
+    last_stage: Option<Stage>,
+    /// What a skip outside the body did (Sendmail).
+    sendmail_skip: SendmailSkip,
+    /// The rest of this message's body is not sent (Sendmail, after the one
+    /// chunk a header skip lets through).
+    body_done: bool,
     session_started: bool,
     in_message: bool,
     /// A session-level decision (connect or HELO) that refuses or ends the session
     /// for [`Client::send_message`].
     session_verdict: Option<Verdict>,
+}
+
+/// What a skip (`s`) before the body does with a Sendmail profile (`milter.c`
+/// of 8.17 and 8.18): the milter's state becomes "skip", which only the body
+/// step resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendmailSkip {
+    None,
+    /// After skip at connect, HELO, MAIL, RCPT, DATA or an unknown command:
+    /// the milter gets no more commands in the session but quit.
+    Silenced,
+    /// After skip at a header or end of headers: the rest of the headers and end
+    /// of headers still go out; of the body only a first full 65535-byte chunk
+    /// (Sendmail checks the state after sending a full chunk, and before the
+    /// last, shorter one); then end of message.
+    FirstFullChunk,
 }
 
 /// Source of distinct queue ids across all clients of the process.
@@ -277,10 +342,16 @@ impl Client {
             write_timeout: None,
             broken: None,
             closed: false,
+            closed_by_mta: None,
+            held: None,
+            last_stage: None,
+            sendmail_skip: SendmailSkip::None,
+            body_done: false,
             session_started: false,
             in_message: false,
             session_verdict: None,
         };
+        c.session.set_send_limit(profile.send_limit());
         let t = timeouts.command;
         c.flush(Activity::Negotiation, t)?;
         loop {
@@ -299,7 +370,10 @@ impl Client {
                     }
                 }
                 Ok(None) => c.fill(Activity::Negotiation, t, None)?,
-                Err(e) => return Err(c.fail(decode_error(e, Activity::Negotiation))),
+                Err(e) => {
+                    let e = decode_error(e, Activity::Negotiation, c.decoder.pending());
+                    return Err(c.fail(e));
+                }
             }
         }
         if c.decoder.buffered() > 0 {
@@ -370,6 +444,31 @@ impl Client {
         &self.state.queue_id
     }
 
+    /// The reason of a quarantine the milter asked for before end of message
+    /// (only the Postfix profiles accept one there): Postfix then holds the
+    /// message and its SMTP server sends the milter no more envelope commands in
+    /// the session (connect, HELO, MAIL, RCPT, DATA, unknown: those calls return
+    /// [`Response::Skipped`]); headers, body and end of message still go out, as
+    /// Postfix's cleanup server sends them (observed with 3.7.11).
+    pub fn quarantined(&self) -> Option<&[u8]> {
+        self.held.as_deref()
+    }
+
+    /// Whether the imitated MTA has closed the milter connection itself, as
+    /// Postfix does after a refusal at connect or HELO, an accept there, or a
+    /// shutdown (`4`) anywhere, and Stalwart after any refusal. Stage calls then
+    /// fail as misuse; [`Client::abort`] and [`Client::quit`] send nothing.
+    pub fn closed_by_mta(&self) -> bool {
+        self.closed_by_mta.is_some()
+    }
+
+    /// What the imitated MTA would do with the message if the milter failed now,
+    /// at the last stage sent ([`Profile::failure_verdict`]).
+    pub fn failure_verdict(&self) -> Verdict {
+        self.profile
+            .failure_verdict(self.last_stage.unwrap_or(Stage::Connect))
+    }
+
     /// Sends connection information: the client's host name and address (`C`).
     ///
     /// With the Sendmail profile an IPv6 address is sent with the `IPv6:` prefix and
@@ -391,9 +490,11 @@ impl Client {
         self.in_message = false;
         self.state.phase = None;
         self.session_verdict = None;
+        self.held = None;
+        self.sendmail_skip = SendmailSkip::None;
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let sendmail = self.profile == Profile::Sendmail;
+        let sendmail = self.profile.is_sendmail();
         let (family, port) = match addr {
             ClientAddress::Ip(SocketAddr::V4(a)) => {
                 let _ = write!(scratch, "{}", a.ip());
@@ -452,7 +553,12 @@ impl Client {
         self.state.sender.extend_from_slice(sender);
         self.state.rcpt.clear();
         self.state.msg_id = None;
+        self.state.queue_file_open = false;
         self.state.phase = Some(Stage::Mail);
+        self.body_done = false;
+        if self.sendmail_skip == SendmailSkip::FirstFullChunk {
+            self.sendmail_skip = SendmailSkip::None;
+        }
         self.in_message = true;
         self.envelope_command(Stage::Mail, sender, args)
     }
@@ -474,6 +580,12 @@ impl Client {
         self.state.rcpt.extend_from_slice(rcpt);
         self.advance(Stage::Rcpt);
         let r = self.envelope_command(Stage::Rcpt, rcpt, args)?;
+        if !matches!(
+            r.decision(),
+            Some(Decision::Reject | Decision::Tempfail | Decision::Reply(_))
+        ) {
+            self.state.queue_file_open = true;
+        }
         // A refused recipient does not end the message, and Sendmail still counts
         // a milter that discarded at RCPT as inside the message (it gets the abort).
         if matches!(r.decision(), Some(Decision::Accept | Decision::Shutdown)) {
@@ -543,8 +655,23 @@ impl Client {
     /// Sends one body chunk (`B`) of 1 to 65535 bytes (CRLF line ends, as MTAs
     /// send them). Other sizes are refused as misuse.
     pub fn body(&mut self, chunk: impl AsRef<[u8]>) -> Result<Response, ClientError> {
+        let chunk = chunk.as_ref();
+        let first = self.state.phase.is_none_or(|p| p < Stage::Body);
         self.advance(Stage::Body);
-        self.message_exchange(Stage::Body, &Command::Body(chunk.as_ref()))
+        if self.sendmail_skip == SendmailSkip::FirstFullChunk {
+            if !first || chunk.len() < milter_core::limits::MAX_BODY_CHUNK {
+                return Ok(Response::Skipped);
+            }
+            // The chunk goes out; whatever the answer, the rest of the body not.
+            let r = self.message_exchange(Stage::Body, &Command::Body(chunk));
+            self.sendmail_skip = SendmailSkip::None;
+            self.body_done = true;
+            return r;
+        }
+        if self.body_done {
+            return Ok(Response::Skipped);
+        }
+        self.message_exchange(Stage::Body, &Command::Body(chunk))
     }
 
     /// Sends a whole body in chunks of 65535 bytes (the last one shorter), as both
@@ -610,22 +737,32 @@ impl Client {
         self.after_reply(what)?;
         self.in_message = false;
         self.state.phase = None;
+        self.close_if_mta_would(Stage::Eom, &result.decision);
         Ok(result)
     }
 
     /// Sends abort (`A`): the current message is abandoned. Never answered.
+    /// Sends nothing once the MTA closed the connection ([`Client::closed_by_mta`]).
+    /// Sends nothing either to a milter Sendmail no longer talks to (after a skip
+    /// before the message content).
     pub fn abort(&mut self) -> Result<(), ClientError> {
-        self.control(Command::Abort, "abort")?;
+        if self.closed_by_mta.is_none() && !self.silenced() {
+            self.control(Command::Abort, "abort")?;
+        }
         self.in_message = false;
         self.state.phase = None;
         Ok(())
     }
 
-    /// Sends quit (`Q`) and closes the connection. With the Postfix profile an abort
-    /// goes first, as Postfix sends one when the SMTP client quits (observed with
-    /// 3.7.11: `... E A A Q`).
+    /// Sends quit (`Q`) and closes the connection. With the Postfix profiles an
+    /// abort goes first, as Postfix sends one when the SMTP client quits (observed
+    /// with 3.7.11: `... E A A Q`). Sends nothing if the MTA already closed the
+    /// connection ([`Client::closed_by_mta`]).
     pub fn quit(mut self) -> Result<(), ClientError> {
-        if self.profile == Profile::Postfix && self.session_started {
+        if self.closed_by_mta.is_some() {
+            return Ok(());
+        }
+        if self.profile.is_postfix() && self.session_started {
             self.control(Command::Abort, "abort")?;
         }
         self.control(Command::Quit, "quit")?;
@@ -644,6 +781,7 @@ impl Client {
         self.in_message = false;
         self.state.phase = None;
         self.session_verdict = None;
+        self.held = None;
         Ok(())
     }
 
@@ -664,13 +802,15 @@ impl Client {
         let q = &mut self.state.queue_id;
         q.clear();
         let _ = match self.profile {
-            Profile::Sendmail => write!(q, "5A{:06X}{:06}", secs & 0xFF_FFFF, n % 1_000_000),
+            p if p.is_sendmail() => {
+                write!(q, "5A{:06X}{:06}", secs & 0xFF_FFFF, n % 1_000_000)
+            }
             _ => write!(q, "{:05X}{:05X}", secs & 0xF_FFFF, n & 0xF_FFFF),
         };
     }
 
     fn advance(&mut self, stage: Stage) {
-        if !self.state.phase.is_some_and(|p| p >= stage) {
+        if self.state.phase.is_none_or(|p| p < stage) {
             self.state.phase = Some(stage);
         }
     }
@@ -689,6 +829,9 @@ impl Client {
     }
 
     fn check_usable(&self) -> Result<(), ClientError> {
+        if let Some(why) = &self.closed_by_mta {
+            return Err(ClientError::misuse(why.clone()));
+        }
         if self.closed {
             return Err(ClientError::misuse("the connection was closed"));
         }
@@ -708,9 +851,73 @@ impl Client {
         e
     }
 
+    /// Closes the connection where the imitated MTA closes it after `decision`
+    /// at `stage` (Postfix's `milter8_event` with `LIBMILTER_AUTO_DISCONNECT`:
+    /// after reject, tempfail, a reply or accept at connect or HELO, and after
+    /// shutdown anywhere; Stalwart: after any refusal, without quit).
+    fn close_if_mta_would(&mut self, stage: Stage, decision: &Decision) {
+        let closes = match self.profile {
+            p if p.is_postfix() => match decision {
+                Decision::Shutdown => true,
+                Decision::Reject | Decision::Tempfail | Decision::Reply(_) | Decision::Accept => {
+                    matches!(stage, Stage::Connect | Stage::Helo)
+                }
+                _ => false,
+            },
+            Profile::Stalwart => decision.is_final() && !matches!(decision, Decision::Accept),
+            _ => false,
+        };
+        if closes {
+            self.stream.shutdown();
+            self.closed = true;
+            self.closed_by_mta = Some(format!(
+                "{} closed the milter connection after {} at {stage}",
+                self.profile,
+                decision.name()
+            ));
+        }
+    }
+
+    /// Records what a skip at `stage` means to Sendmail.
+    fn sendmail_skipped(&mut self, stage: Stage) {
+        match stage {
+            Stage::Body => {}
+            Stage::Header | Stage::Eoh => self.sendmail_skip = SendmailSkip::FirstFullChunk,
+            _ => {
+                self.sendmail_skip = SendmailSkip::Silenced;
+                // Not "inside a message" for Sendmail any more: no abort.
+                self.in_message = false;
+            }
+        }
+    }
+
+    /// Whether the milter gets no more commands in this session but quit
+    /// (Sendmail, after a skip before the message content).
+    pub(crate) fn silenced(&self) -> bool {
+        self.sendmail_skip == SendmailSkip::Silenced
+    }
+
     /// Writes the macro packet (if the profile sends one) and the command.
     fn send_stage(&mut self, stage: Stage, cmd: &Command<'_>) -> Result<Sent, ClientError> {
         self.check_usable()?;
+        // After skip, Postfix sends neither the macros nor the command; after an
+        // early quarantine its SMTP server sends no more envelope commands.
+        let envelope = matches!(
+            stage,
+            Stage::Connect | Stage::Helo | Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Unknown
+        );
+        let skipped_by_skip = match self.session.skipping() {
+            // Sendmail goes on with the headers after a header skip.
+            Some(k) if self.profile.is_sendmail() => k == stage && k == Stage::Body,
+            k => k == Some(stage),
+        };
+        if skipped_by_skip
+            || (self.held.is_some() && envelope)
+            || self.sendmail_skip == SendmailSkip::Silenced
+        {
+            return Ok(Sent::Skipped);
+        }
+        self.last_stage = Some(stage);
         let skipped = self.negotiated.skipped.has(stage);
         self.wbuf.clear();
         MacroWriter {
@@ -738,18 +945,34 @@ impl Client {
             Sent::AwaitReply => {
                 let what = Activity::Stage(stage);
                 let t = self.timeouts.for_stage(Some(stage));
-                match self.read_received(what, t, None)? {
-                    Received::Decision(d) => {
-                        self.after_reply(what)?;
-                        Ok(Response::Replied(d))
+                loop {
+                    match self.read_received(what, t, None)? {
+                        Received::Decision(d) => {
+                            self.after_reply(what)?;
+                            self.close_if_mta_would(stage, &d);
+                            if d == Decision::Skip && self.profile.is_sendmail() {
+                                self.sendmail_skipped(stage);
+                            }
+                            return Ok(Response::Replied(d));
+                        }
+                        // Only where the profile allows progress before end of
+                        // message (Postfix): keep waiting.
+                        Received::Progress => {}
+                        // Only where the profile allows it (Postfix): the
+                        // decision still follows.
+                        Received::Modification(Modification::Quarantine(reason)) => {
+                            self.held = Some(reason);
+                        }
+                        // The core session refuses other modifications outside
+                        // end of message, so this is not reached.
+                        other => {
+                            return Err(self.fail(ClientError::Protocol {
+                                during: what.to_string(),
+                                reason: format!("unexpected {other:?}"),
+                                bytes: Vec::new(),
+                            }))
+                        }
                     }
-                    // The core session refuses progress and modifications outside
-                    // end of message, so this is not reached.
-                    other => Err(self.fail(ClientError::Protocol {
-                        during: what.to_string(),
-                        reason: format!("unexpected {other:?}"),
-                        bytes: Vec::new(),
-                    })),
                 }
             }
         }
@@ -859,6 +1082,10 @@ impl Client {
             let spare = self.decoder.spare();
             match self.stream.read(spare) {
                 Ok(0) => {
+                    if let Some(peer) = peer::not_a_milter(self.decoder.pending()) {
+                        let e = not_a_milter(peer, what, self.decoder.pending());
+                        return Err(self.fail(e));
+                    }
                     let during = if self.decoder.buffered() > 0 {
                         format!("the reply to {what} (in the middle of a packet)")
                     } else {
@@ -896,15 +1123,31 @@ impl Client {
                     return r.map_err(|e| self.fail(e));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(self.fail(decode_error(e, what))),
+                Err(e) => {
+                    let e = decode_error(e, what, self.decoder.pending());
+                    return Err(self.fail(e));
+                }
             }
             self.fill(what, timeout, deadline)?;
         }
     }
 }
 
-/// A packet that does not frame: the length prefix is the offending bytes.
-fn decode_error(e: milter_core::DecodeError, what: Activity) -> ClientError {
+/// A peer recognised as not a milter from the bytes it sent.
+fn not_a_milter(peer: String, what: Activity, pending: &[u8]) -> ClientError {
+    ClientError::NotAMilter {
+        during: what.to_string(),
+        peer,
+        bytes: pending[..pending.len().min(64)].to_vec(),
+    }
+}
+
+/// A packet that does not frame: the length prefix is the offending bytes,
+/// unless what is `pending` shows a peer that is not a milter.
+fn decode_error(e: milter_core::DecodeError, what: Activity, pending: &[u8]) -> ClientError {
+    if let Some(peer) = peer::not_a_milter(pending) {
+        return not_a_milter(peer, what, pending);
+    }
     let bytes = match &e {
         milter_core::DecodeError::ZeroLength => vec![0; 4],
         milter_core::DecodeError::FrameTooLarge { payload, .. } => u32::try_from(payload + 1)

@@ -1,7 +1,7 @@
 //! Sending a whole message through every stage, as an MTA does.
 
 use super::eom::{Applied, ApplyRules, EomResult};
-use super::message::{Address, Envelope, Message};
+use super::message::{postfix_header_cut, Address, Envelope, Message};
 use super::{Client, ClientError, Decision, Profile, Response};
 use milter_core::{ProtocolOpts, Stage};
 use std::fmt;
@@ -199,13 +199,24 @@ impl Client {
     ///   accepted without asking it); when every recipient is refused the message
     ///   is refused.
     /// - DATA, each header (unfolded as Postfix sends them: one leading space
-    ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space),
+    ///   removed unless `HDR_LEADSPC` was negotiated, folds as LF + white space;
+    ///   the Postfix profiles cut a header to 60,000 bytes as Postfix does, see
+    ///   [`Message::as_postfix_stores_it`]),
     ///   end of headers, the body in chunks of at most 65535 bytes (skip stops the
     ///   body), end of message.
-    /// - The first final decision ends the message. Then the Postfix profile sends
-    ///   abort (as Postfix does after every transaction); the others send abort only
+    /// - The first final decision ends the message. Then the Postfix profiles send
+    ///   abort (as Postfix does after every transaction) unless Postfix closed the
+    ///   connection (a shutdown); Stalwart never does; the others send abort only
     ///   if the milter is still inside the message (all recipients refused, or a
     ///   discard at RCPT), as Sendmail does.
+    /// - Postfix: a quarantine before end of message holds the message: no more
+    ///   envelope commands are sent (the rest of the recipients are accepted
+    ///   without asking), the content still is, and the verdict is quarantine
+    ///   unless end of message refuses the message.
+    /// - Stalwart: the run of a milter configured at the DATA stage on a
+    ///   connection of its own (so only on a fresh client): accept before end of
+    ///   message means continue, a refused recipient refuses the message, header
+    ///   values are trimmed, no ESMTP arguments, no abort.
     ///
     /// Errors end the exchange; the steps so far are lost with it.
     ///
@@ -222,6 +233,11 @@ impl Client {
         envelope: &Envelope,
         message: &Message,
     ) -> Result<Transcript, ClientError> {
+        if self.profile == Profile::Stalwart && self.session_started {
+            return Err(ClientError::misuse(
+                "Stalwart opens a new milter connection for every run: open a new client",
+            ));
+        }
         let mut t = Transcript::new();
         if let Some(v) = &self.session_verdict {
             t.verdict = v.clone();
@@ -245,11 +261,111 @@ impl Client {
             }
         }
         self.transaction(&mut t, envelope, message)?;
-        if self.profile == Profile::Postfix || self.in_message {
+        let abort = match self.profile {
+            p if p.is_postfix() => true,
+            Profile::Stalwart => false,
+            _ => self.in_message,
+        };
+        if abort && !self.closed_by_mta() {
             self.abort()?;
             t.aborted = true;
         }
         Ok(t)
+    }
+
+    /// Sends the run of a milter configured at `stage` only, as Stalwart does on
+    /// a milter connection of its own for each stage it is configured for: the
+    /// session and envelope up to that stage replayed, then nothing more (the
+    /// caller quits). `stage` is [`Stage::Connect`] (Stalwart sends HELO with an
+    /// empty name then, as it knows none yet), [`Stage::Helo`], [`Stage::Mail`],
+    /// [`Stage::Rcpt`] (every recipient of `envelope`: pass the recipients given
+    /// so far) or [`Stage::Data`] and later (the whole message: as
+    /// [`Client::send_message`]). Only on a fresh client.
+    ///
+    /// ```no_run
+    /// use milter_blocking::client::{Client, Envelope, Message, Profile};
+    /// use milter_blocking::Stage;
+    /// let env = Envelope::new("a@example.org").rcpt("b@example.com");
+    /// let mut c = Client::builder().profile(Profile::Stalwart).open("inet:11332@127.0.0.1")?;
+    /// let t = c.send_run(Stage::Mail, &env, &Message::new())?;
+    /// println!("{}", t.verdict);
+    /// c.quit()?;
+    /// # Ok::<(), milter_blocking::client::ClientError>(())
+    /// ```
+    pub fn send_run(
+        &mut self,
+        stage: Stage,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<Transcript, ClientError> {
+        if stage >= Stage::Data {
+            return self.send_message(envelope, message);
+        }
+        if self.session_started {
+            return Err(ClientError::misuse(
+                "a run for one stage needs a milter connection of its own: open a new client",
+            ));
+        }
+        let mut t = Transcript::new();
+        self.run_until(&mut t, stage, envelope)?;
+        if t.verdict.is_delivered() {
+            t.accepted_rcpts = (0..envelope.recipients.len()).collect();
+        }
+        Ok(t)
+    }
+
+    /// The commands of [`Client::send_run`] before DATA.
+    fn run_until(
+        &mut self,
+        t: &mut Transcript,
+        stage: Stage,
+        envelope: &Envelope,
+    ) -> Result<(), ClientError> {
+        let r = self.connect(&envelope.client_name, &envelope.client_addr)?;
+        t.push(Stage::Connect, 0, &r);
+        if self.session_decision(t, Stage::Connect, &r, envelope) {
+            return Ok(());
+        }
+        let helo = match stage {
+            Stage::Connect => "",
+            _ => envelope.helo.as_deref().unwrap_or_default(),
+        };
+        let r = self.helo(helo)?;
+        t.push(Stage::Helo, 0, &r);
+        if self.session_decision(t, Stage::Helo, &r, envelope) || stage <= Stage::Helo {
+            return Ok(());
+        }
+        let r = self.mail(self.envelope_address(&envelope.sender).as_bytes())?;
+        t.push(Stage::Mail, 0, &r);
+        if self.message_final(t, Stage::Mail, &r) || stage == Stage::Mail {
+            return Ok(());
+        }
+        for (i, rcpt) in envelope.recipients.iter().enumerate() {
+            let r = self.rcpt(self.envelope_address(rcpt).as_bytes())?;
+            t.push(Stage::Rcpt, i, &r);
+            if self.message_final(t, Stage::Rcpt, &r) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// An envelope address as the MTA passes it on: Stalwart lowercases it.
+    fn envelope_address<'a>(&self, a: &'a Address) -> std::borrow::Cow<'a, str> {
+        if self.profile == Profile::Stalwart {
+            std::borrow::Cow::Owned(a.address.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(&a.address)
+        }
+    }
+
+    /// The verdict a decision at `stage` means for this MTA (`None`: go on).
+    fn verdict_at(&self, stage: Stage, d: &Decision) -> Option<Verdict> {
+        // Stalwart takes accept before end of message as continue.
+        if self.profile == Profile::Stalwart && stage != Stage::Eom && *d == Decision::Accept {
+            return None;
+        }
+        Verdict::from_decision(stage, d)
     }
 
     /// Records a session-level decision; true if the session is over.
@@ -260,7 +376,7 @@ impl Client {
         r: &Response,
         envelope: &Envelope,
     ) -> bool {
-        let Some(v) = r.decision().and_then(|d| Verdict::from_decision(stage, d)) else {
+        let Some(v) = r.decision().and_then(|d| self.verdict_at(stage, d)) else {
             return false;
         };
         if v.is_delivered() {
@@ -277,12 +393,21 @@ impl Client {
         envelope: &Envelope,
         message: &Message,
     ) -> Result<(), ClientError> {
-        let r = self.mail_with_args(envelope.sender.address.as_bytes(), &envelope.sender.args)?;
+        // Stalwart sends no ESMTP arguments.
+        let stalwart = self.profile == Profile::Stalwart;
+        fn args(a: &Address, stalwart: bool) -> &[String] {
+            if stalwart {
+                &[]
+            } else {
+                &a.args
+            }
+        }
+        let r = self.mail_with_args(
+            self.envelope_address(&envelope.sender).as_bytes(),
+            args(&envelope.sender, stalwart),
+        )?;
         t.push(Stage::Mail, 0, &r);
-        if let Some(v) = r
-            .decision()
-            .and_then(|d| Verdict::from_decision(Stage::Mail, d))
-        {
+        if let Some(v) = r.decision().and_then(|d| self.verdict_at(Stage::Mail, d)) {
             if v.is_delivered() {
                 t.accepted_rcpts = (0..envelope.recipients.len()).collect();
             }
@@ -291,24 +416,33 @@ impl Client {
         }
         let mut refusal: Option<Verdict> = None;
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let r = self.rcpt_with_args(rcpt.address.as_bytes(), &rcpt.args)?;
+            let r =
+                self.rcpt_with_args(self.envelope_address(rcpt).as_bytes(), args(rcpt, stalwart))?;
             t.push(Stage::Rcpt, i, &r);
-            match r
-                .decision()
-                .and_then(|d| Verdict::from_decision(Stage::Rcpt, d))
-            {
-                None => t.accepted_rcpts.push(i),
+            let verdict = r.decision().and_then(|d| self.verdict_at(Stage::Rcpt, d));
+            if verdict.is_none() {
+                t.accepted_rcpts.push(i);
+            }
+            match verdict {
+                None => {}
+                // Stalwart: a refused recipient ends the run, and the message.
+                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. })) if stalwart => {
+                    t.accepted_rcpts.clear();
+                    t.verdict = v;
+                    return Ok(());
+                }
                 Some(Verdict::Accept) => {
                     t.accepted_rcpts.extend(i..envelope.recipients.len());
                     t.verdict = Verdict::Accept;
                     return Ok(());
                 }
-                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. })) => {
-                    // A permanent refusal outweighs a temporary one.
-                    if !matches!(refusal, Some(Verdict::Reject { .. })) {
-                        refusal = Some(v);
-                    }
+                // A permanent refusal outweighs a temporary one.
+                Some(v @ (Verdict::Reject { .. } | Verdict::Tempfail { .. }))
+                    if !matches!(refusal, Some(Verdict::Reject { .. })) =>
+                {
+                    refusal = Some(v);
                 }
+                Some(Verdict::Reject { .. } | Verdict::Tempfail { .. }) => {}
                 Some(v) => {
                     t.verdict = v;
                     return Ok(());
@@ -332,7 +466,17 @@ impl Client {
             .protocol
             .contains(ProtocolOpts::HEADER_LEADING_SPACE);
         for (i, h) in message.headers.iter().enumerate() {
-            let r = self.header(&h.name, h.value_for_milter(leading_space))?;
+            // Postfix sends headers as it stored them: cut to 60,000 bytes.
+            let h = if self.profile.is_postfix() {
+                postfix_header_cut(h)
+            } else {
+                std::borrow::Cow::Borrowed(h)
+            };
+            let r = if stalwart {
+                self.header(h.name.trim_ascii(), h.value_trimmed())?
+            } else {
+                self.header(&h.name, h.value_for_milter(leading_space))?
+            };
             t.push(Stage::Header, i, &r);
             if self.message_final(t, Stage::Header, &r) {
                 return Ok(());
@@ -353,6 +497,12 @@ impl Client {
                 break;
             }
         }
+        if self.silenced() {
+            // Sendmail, after a skip before the content: the milter is out of
+            // the message, which goes on without it.
+            t.verdict = Verdict::Accept;
+            return Ok(());
+        }
         let eom = self.eom()?;
         t.steps.push(Step {
             stage: Stage::Eom,
@@ -360,7 +510,7 @@ impl Client {
             response: Response::Replied(eom.decision.clone()),
         });
         t.verdict = match Verdict::from_decision(Stage::Eom, &eom.decision) {
-            None | Some(Verdict::Accept) => match eom.quarantine() {
+            None | Some(Verdict::Accept) => match eom.quarantine().or(self.held.as_deref()) {
                 Some(q) => Verdict::Quarantine(q.to_vec()),
                 None => Verdict::Accept,
             },
@@ -372,7 +522,7 @@ impl Client {
 
     /// Records a final decision for the message; true if the message is over.
     fn message_final(&mut self, t: &mut Transcript, stage: Stage, r: &Response) -> bool {
-        match r.decision().and_then(|d| Verdict::from_decision(stage, d)) {
+        match r.decision().and_then(|d| self.verdict_at(stage, d)) {
             Some(v) => {
                 t.verdict = v;
                 true

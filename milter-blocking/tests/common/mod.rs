@@ -2,9 +2,13 @@
 //! and a watchdog so that a hang fails the test instead of stalling CI.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use milter_blocking::core::client::{ClientNegotiated, ClientSession, Decision, Received, Sent};
-use milter_blocking::core::frame::FrameDecoder;
-use milter_blocking::core::{Command, Connect, EnvelopeAddr, Family, Header, Modification, OptNeg};
+use milter_blocking::milter_core::client::{
+    ClientNegotiated, ClientSession, Decision, Received, Sent,
+};
+use milter_blocking::milter_core::frame::FrameDecoder;
+use milter_blocking::milter_core::{
+    Command, Connect, EnvelopeAddr, Family, Header, Modification, OptNeg,
+};
 use milter_blocking::{Milter, Server, ServerHandle, SocketSpec};
 use std::io::{Read, Write};
 use std::net::TcpStream;

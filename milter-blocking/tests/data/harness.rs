@@ -233,3 +233,47 @@ impl Drop for ServerGuard {
         }
     }
 }
+
+/// A milter that answers the negotiation with `optneg_reply` and every other
+/// command (not `D`, `A`, `Q`) with the raw bytes `answer` gives for it (code and
+/// payload); it logs every packet and stops at quit or end of input. For replies
+/// no milter library sends.
+pub fn spawn_scripted(
+    optneg_reply: Vec<u8>,
+    mut answer: impl FnMut(u8, &[u8]) -> Vec<u8> + Send + 'static,
+) -> (UnixStream, Log, thread::JoinHandle<()>) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let log = Log::default();
+    let l = log.clone();
+    let t = thread::spawn(move || {
+        let mut frames = FrameDecoder::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let mut out = Vec::new();
+            while let Some(f) = frames.next_frame().unwrap() {
+                l.0.lock().unwrap().push((f.code, f.payload.to_vec()));
+                match f.code {
+                    b'O' => out.extend_from_slice(&optneg_reply),
+                    b'D' | b'A' => {}
+                    b'Q' => return,
+                    code => out.extend(answer(code, f.payload)),
+                }
+            }
+            if !out.is_empty() && b.write_all(&out).is_err() {
+                return;
+            }
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => frames.push(&buf[..n]),
+            }
+        }
+    });
+    (a, log, t)
+}
+
+/// An `O` reply with the given version, actions and protocol bits.
+pub fn optneg_version(version: u32, actions: u32, protocol: u32) -> Vec<u8> {
+    let mut v = optneg(actions, protocol);
+    v[5..9].copy_from_slice(&version.to_be_bytes());
+    v
+}

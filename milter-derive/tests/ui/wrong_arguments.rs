@@ -1,9 +1,10 @@
-use milter_blocking::{EnvelopeAddr, Milter, Status};
+use milter_blocking::{handlers, EnvelopeAddr, Milter, Status};
 
 #[derive(Milter)]
 struct Rcpts;
 
-impl Rcpts {
+#[handlers]
+impl Milter for Rcpts {
     fn rcpt(&mut self, _rcpt: &EnvelopeAddr<'_>) -> Status {
         Status::Continue
     }

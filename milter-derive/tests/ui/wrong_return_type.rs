@@ -1,9 +1,10 @@
-use milter_blocking::{Context, EnvelopeAddr, Milter};
+use milter_blocking::{handlers, Context, EnvelopeAddr, Milter};
 
 #[derive(Milter)]
 struct Rcpts;
 
-impl Rcpts {
+#[handlers]
+impl Milter for Rcpts {
     fn rcpt(&mut self, _ctx: &mut Context<'_>, _rcpt: &EnvelopeAddr<'_>) -> bool {
         true
     }

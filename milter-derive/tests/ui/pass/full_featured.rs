@@ -1,5 +1,5 @@
 //! Every feature at once, in a module that imports everything (the `Milter`
-//! trait included), with both receivers and every return type.
+//! trait included), with every return type.
 
 use milter_blocking::*;
 
@@ -15,14 +15,15 @@ struct Full {
     spam: bool,
 }
 
-impl Full {
+#[handlers]
+impl Milter for Full {
     fn negotiate(&mut self, _offer: &OptNeg, _spec: &mut Spec) -> HandlerResult<()> {
         Ok(())
     }
     fn connect(&mut self, _ctx: &mut Context<'_>, _host: &[u8], _addr: ConnectAddr<'_>) {
         self.connections += 1;
     }
-    fn helo(&self, _ctx: &mut Context<'_>, _name: &[u8]) -> Status {
+    fn helo(&mut self, _ctx: &mut Context<'_>, _name: &[u8]) -> Status {
         Status::Continue
     }
     fn mail(&mut self, ctx: &mut Context<'_>, _from: &EnvelopeAddr<'_>) -> Result<Status, std::io::Error> {
@@ -37,15 +38,19 @@ impl Full {
         self.spam |= header.is("X-Spam");
         Ok(())
     }
-    fn body(&self, _ctx: &mut Context<'_>, _chunk: &[u8]) -> Status {
+    fn body(&mut self, _ctx: &mut Context<'_>, _chunk: &[u8]) -> Status {
         Status::Skip
     }
-    fn eom(&mut self, ctx: &mut EomContext<'_>) -> HandlerResult {
+    fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
         ctx.add_header("X-Rcpts", self.rcpts.len().to_string())?;
+        ctx.set_header("X-Spam", if self.spam { "yes" } else { "no" })?;
+        if self.spam && ctx.actions().contains(Actions::QUARANTINE) {
+            ctx.quarantine("spam")?;
+        }
         Ok(Status::Accept)
     }
     fn abort(&mut self, _ctx: &mut Context<'_>) {}
-    fn close(&self, _ctx: &mut Context<'_>) -> HandlerResult<()> {
+    fn close(&mut self, _ctx: &mut Context<'_>) -> HandlerResult<()> {
         Ok(())
     }
 }
@@ -56,8 +61,9 @@ fn main() {
     assert_eq!(SPEC.handled.bits(), 0b01_1010_1111);
     assert_eq!(SPEC.no_reply, Stages::CONNECT | Stages::HEADER);
     assert_eq!(SPEC.actions, Actions::ADD_HEADER | Actions::CHANGE_HEADER);
+    assert_eq!(SPEC.optional_actions, Actions::QUARANTINE | Actions::CHANGE_FROM);
     let mut full = Full::default();
     full.rcpts.push("a".into());
-    full.reset_message();
+    Declaration::reset_message(&mut full);
     assert!(full.rcpts.is_empty());
 }

@@ -1,8 +1,0 @@
-use milter_blocking::Milter;
-
-#[derive(Milter)]
-struct Stamp<T> {
-    state: T,
-}
-
-fn main() {}

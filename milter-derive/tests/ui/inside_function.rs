@@ -1,6 +1,0 @@
-use milter_blocking::Milter;
-
-fn main() {
-    #[derive(Milter)]
-    struct Local;
-}
