@@ -10,6 +10,14 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 /// Facts about the milter connection (the MTA's side of the socket).
+///
+/// ```
+/// use milter_blocking::ConnectionInfo;
+/// let tcp = ConnectionInfo { id: 7, peer: Some("127.0.0.1:40312".parse().unwrap()) };
+/// assert_eq!(tcp.to_string(), "#7 127.0.0.1:40312");
+/// let unix = ConnectionInfo { id: 8, peer: None };
+/// assert_eq!(unix.to_string(), "#8 unix");
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// A number unique within the server's lifetime, for logs.
@@ -261,6 +269,44 @@ impl fmt::Debug for Context<'_> {
 pub(crate) const FLUSH_THRESHOLD: usize = 256 * 1024;
 
 /// An error from a modification call.
+///
+/// ```
+/// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, ModifyError, Status};
+///
+/// #[derive(Milter, Default)]
+/// #[milter(optional_actions(quarantine))]
+/// struct Hold;
+///
+/// #[handlers]
+/// impl Milter for Hold {
+///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+///         match ctx.quarantine("needs review") {
+///             Ok(()) => Ok(Status::Continue),
+///             // The MTA did not offer quarantine: refuse for now instead.
+///             Err(ModifyError::Action(e)) => {
+///                 log::warn!("{}: {e}", ctx.connection());
+///                 Ok(Status::Tempfail)
+///             }
+///             // The connection is gone: nothing to answer.
+///             Err(e) => Err(e.into()),
+///         }
+///     }
+/// }
+/// # use milter_blocking::client::{Client, Envelope, Message};
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Hold::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let mut client = Client::builder().offer({ let mut o = milter_blocking::client::Profile::Postfix.offer(); o.actions.remove(milter_blocking::Actions::QUARANTINE); o }).open(&spec)?;
+/// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+/// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+/// # let eom = transcript.eom.as_ref().expect("end of message");
+/// use milter_blocking::client::Verdict;
+/// assert!(matches!(transcript.verdict, Verdict::Tempfail { .. }));
+/// # client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ModifyError {

@@ -52,6 +52,23 @@ pub const DEFAULT_STACK_SIZE: usize = 512 * 1024;
 pub const DEFAULT_IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An error starting or running a server.
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let spec = format!("inet:{}@127.0.0.1", taken.local_addr()?.port());
+/// match Server::builder().listen(&spec) {
+///     // For an operator: "cannot listen on inet:PORT@127.0.0.1: ... Address already in use ..."
+///     Err(e) => eprintln!("{e}"),
+///     Ok(builder) => { let _server = builder.build(Nothing::default)?; }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -676,6 +693,24 @@ impl Shared {
 }
 
 /// A running milter server. Build one with [`Server::builder`].
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// use std::time::Duration;
+///
+/// let server = Server::builder().listen("inet:0@127.0.0.1")?.build(Nothing::default)?;
+/// println!("listening on {}", server.local_spec());
+/// let handle = server.handle();
+/// let running = std::thread::spawn(move || server.run());
+/// handle.shutdown(Duration::ZERO);
+/// running.join().expect("the server thread")?;
+/// # Ok::<(), milter_blocking::ServerError>(())
+/// ```
 pub struct Server {
     listeners: Vec<Listener>,
     pool: Arc<Mutex<Pool>>,
@@ -692,6 +727,31 @@ impl fmt::Debug for Server {
 }
 
 /// Controls a running server from other threads: cheap to clone.
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// use std::time::Duration;
+///
+/// let server = Server::builder().listen("inet:0@127.0.0.1")?.build(Nothing::default)?;
+/// let handle = server.handle();
+/// // A watcher thread: log the load, stop when asked.
+/// let watcher = handle.clone();
+/// std::thread::spawn(move || {
+///     while !watcher.is_stopping() {
+///         let s = watcher.stats();
+///         log::debug!("{} connections open, {} threads", s.open, s.threads);
+///         std::thread::sleep(Duration::from_millis(10));
+///     }
+/// });
+/// handle.shutdown(Duration::ZERO);
+/// server.run()?;
+/// # Ok::<(), milter_blocking::ServerError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,

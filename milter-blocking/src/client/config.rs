@@ -205,6 +205,13 @@ impl Timeouts {
     };
 
     /// The same limit for everything (handy in tests).
+    ///
+    /// ```
+    /// use milter_blocking::client::Timeouts;
+    /// use std::time::Duration;
+    /// let t = Timeouts::uniform(Duration::from_secs(10));
+    /// assert_eq!(t.eom, Some(Duration::from_secs(10)));
+    /// ```
     pub const fn uniform(t: Duration) -> Timeouts {
         Timeouts {
             connect: t,

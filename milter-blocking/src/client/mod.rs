@@ -216,6 +216,53 @@ impl fmt::Display for Response {
 }
 
 /// What [`Client::body_chunks`] did.
+///
+/// ```
+/// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+/// # #[derive(Milter, Default)]
+/// # #[milter(actions(add_header))]
+/// # struct Judge;
+/// # #[handlers]
+/// # impl Milter for Judge {
+/// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+/// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+/// #         if from.address == b"<spammer@example.org>" {
+/// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+/// #         }
+/// #         Ok(Status::Continue)
+/// #     }
+/// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+/// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+/// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+/// #         ctx.add_header("X-Checked", "yes")?;
+/// #         Ok(Status::Continue)
+/// #     }
+/// # }
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let mut client = milter_blocking::client::Client::open(&spec)?;
+/// # client.connect("client.example.net", &Default::default())?;
+/// # client.mail("<alice@example.org>")?;
+/// # client.rcpt("<bob@example.com>")?;
+/// # client.data()?;
+/// # client.eoh()?;
+/// let outcome = client.body_chunks(b"Hello.\r\n")?;
+/// assert_eq!(outcome.chunks, 1);
+/// assert!(outcome.response.is_some_and(|r| !r.is_final()));
+/// # client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyOutcome {
     /// How many chunks were sent.
