@@ -99,11 +99,9 @@ impl Milter for HeaderStamper {
 }
 
 fn main() {
-    let command_line = milter_examples::CommandLine::from_env_or_exit(
+    milter_examples::run(
         "header-stamper",
-        "[--shadow] [SOCKET]",
         "inet:7371@127.0.0.1",
-        &[],
+        HeaderStamper::default,
     );
-    milter_examples::run_with("header-stamper", &command_line, HeaderStamper::default);
 }

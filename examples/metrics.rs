@@ -13,12 +13,14 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7358`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`metrics', `S=inet:7358@127.0.0.1, F=T')`
 
+use clap::Parser;
 use milter_blocking::{
     handlers, ConnectionInfo, Context, EnvelopeAddr, EomContext, HandlerResult, Hooks, Milter,
     ServerHandle, Stage, Status,
 };
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,28 +155,33 @@ impl Metrics {
     }
 }
 
+/// A recipient-counting milter that logs a metrics summary every N seconds.
+#[derive(Parser)]
+#[command(name = "metrics")]
+struct Cli {
+    #[command(flatten)]
+    listen: milter_examples::ListenArgs,
+    /// Seconds between two summaries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    every: u64,
+    /// Also rewrite FILE with every summary, as `name value` lines for a scraper.
+    #[arg(long, value_name = "FILE")]
+    scrape: Option<PathBuf>,
+}
+
 fn main() {
+    let cli: Cli = milter_examples::parse_args("inet:7358@127.0.0.1");
     milter_examples::init_logging();
-    let mut spec = "inet:7358@127.0.0.1".to_string();
-    let mut every = Duration::from_secs(10);
-    let mut scrape_file = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--every" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
-                Some(s) if s > 0 => every = Duration::from_secs(s),
-                _ => fail("--every needs a number of seconds"),
-            },
-            "--scrape" => {
-                scrape_file = Some(args.next().unwrap_or_else(|| fail("--scrape needs a file")))
-            }
-            other if other.starts_with("--") => fail(&format!("unknown option {other}")),
-            other => spec = other.to_string(),
-        }
-    }
+    let every = Duration::from_secs(cli.every);
+    let scrape_file = cli.scrape;
     let metrics = Arc::new(Metrics::default());
-    let server = milter_examples::listen(&spec)
-        .and_then(|b| b.hooks(metrics.clone()).build(RcptCounter::default))
+    let server = milter_examples::listen(&cli.listen.socket)
+        .and_then(|b| {
+            b.shadow(cli.listen.shadow)
+                .hooks(metrics.clone())
+                .build(RcptCounter::default)
+        })
         .unwrap_or_else(|e| fail(&e.to_string()));
     let handle = server.handle();
     {
@@ -189,12 +196,13 @@ fn main() {
             log::info!("metrics: {}", summary.join(", "));
             if let Some(path) = &scrape_file {
                 // Write then rename, so a scraper never reads half a file.
-                let tmp = format!("{path}.tmp");
+                let mut tmp = path.clone().into_os_string();
+                tmp.push(".tmp");
                 if std::fs::write(&tmp, &text)
                     .and_then(|()| std::fs::rename(&tmp, path))
                     .is_err()
                 {
-                    log::warn!("metrics: cannot write {path}");
+                    log::warn!("metrics: cannot write {}", path.display());
                 }
             }
         });

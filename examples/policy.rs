@@ -29,6 +29,7 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7372`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`policy', `S=inet:7372@127.0.0.1, F=T')`
 
+use clap::Parser;
 use milter_blocking::{bare_address, handlers, Context, EnvelopeAddr, Milter, Status};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -339,21 +340,22 @@ fn reload_on_sighup(path: PathBuf, shared: SharedRules) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses, defers or discards mail by envelope sender and recipient, from a
+/// rules file (reloaded on SIGHUP).
+#[derive(Parser)]
+#[command(name = "policy")]
+struct Cli {
+    #[command(flatten)]
+    listen: milter_examples::ListenArgs,
+    /// The rules file (the sample's first lines describe the syntax).
+    #[arg(long, value_name = "FILE", env = RULES_VARIABLE, default_value = SAMPLE_RULES)]
+    rules: PathBuf,
+}
+
 fn main() {
-    let command_line = milter_examples::CommandLine::from_env_or_exit(
-        "policy",
-        "[--shadow] [--rules FILE] [SOCKET]",
-        "inet:7372@127.0.0.1",
-        &["rules"],
-    );
+    let cli: Cli = milter_examples::parse_args("inet:7372@127.0.0.1");
     milter_examples::init_logging();
-    let path = PathBuf::from(
-        command_line
-            .value("rules")
-            .map(str::to_string)
-            .or_else(|| std::env::var(RULES_VARIABLE).ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| SAMPLE_RULES.to_string()),
-    );
+    let path = cli.rules;
     let rules = match Rules::load(&path) {
         Ok(rules) => rules,
         Err(errors) => {
@@ -373,7 +375,7 @@ fn main() {
     if let Err(e) = reload_on_sighup(path, Arc::clone(&shared)) {
         log::warn!("cannot catch SIGHUP ({e}): the rules will not be reloaded");
     }
-    milter_examples::run_with("policy", &command_line, move || Policy {
+    milter_examples::run_with("policy", &cli.listen, move || Policy {
         shared: Arc::clone(&shared),
         rules: None,
     });

@@ -28,6 +28,7 @@
 //! Postfix (`main.cf`): `smtpd_milters = inet:127.0.0.1:7374`
 //! Sendmail (`.mc`): `INPUT_MAIL_FILTER(`rewriter', `S=inet:7374@127.0.0.1, F=T')`
 
+use clap::Parser;
 use milter_blocking::{
     bare_address, handlers, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter,
     Status,
@@ -334,25 +335,21 @@ impl Milter for Rewriter {
     }
 }
 
+/// Rewrites the envelope and tags suspect messages, from a configuration file.
+#[derive(Parser)]
+#[command(name = "rewriter")]
+struct Cli {
+    #[command(flatten)]
+    listen: milter_examples::ListenArgs,
+    /// The configuration file (the sample's first lines describe the syntax).
+    #[arg(long, value_name = "FILE", env = CONFIG_VARIABLE, default_value = SAMPLE_CONFIG)]
+    config: PathBuf,
+}
+
 fn main() {
-    let command_line = milter_examples::CommandLine::from_env_or_exit(
-        "rewriter",
-        "[--shadow] [--config FILE] [SOCKET]",
-        "inet:7374@127.0.0.1",
-        &["config"],
-    );
+    let cli: Cli = milter_examples::parse_args("inet:7374@127.0.0.1");
     milter_examples::init_logging();
-    let path = PathBuf::from(
-        command_line
-            .value("config")
-            .map(str::to_string)
-            .or_else(|| {
-                std::env::var(CONFIG_VARIABLE)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .unwrap_or_else(|| SAMPLE_CONFIG.to_string()),
-    );
+    let path = cli.config;
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(errors) => {
@@ -375,7 +372,7 @@ fn main() {
         config.markers.len()
     );
     let config = Arc::new(config);
-    milter_examples::run_with("rewriter", &command_line, move || Rewriter {
+    milter_examples::run_with("rewriter", &cli.listen, move || Rewriter {
         config: Arc::clone(&config),
         msg: Collected::default(),
     });

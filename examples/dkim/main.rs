@@ -37,7 +37,7 @@ mod tests;
 use config::Config;
 use milter::{Dkim, Shared};
 use resolver::Resolver;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,19 +59,27 @@ fn shared(config: Config) -> Result<Shared, String> {
     Ok(Shared::new(config, resolver))
 }
 
+/// The `dkim` example's command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "dkim",
+    about = "A DKIM signing and verifying milter (see docs/DKIM.md)"
+)]
+struct Cli {
+    #[command(flatten)]
+    listen: milter_examples::ListenArgs,
+    /// The configuration file (key table, domains, policy; see docs/DKIM.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Log the counters every SECONDS seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    stats_every: Option<u64>,
+}
+
 fn main() {
-    let command_line = milter_examples::CommandLine::from_env_or_exit(
-        "dkim",
-        "[--shadow] --config FILE [--stats-every SECONDS] [SOCKET]",
-        "inet:8891@127.0.0.1",
-        &["config", "stats-every"],
-    );
+    let cli: Cli = milter_examples::parse_args("inet:8891@127.0.0.1");
     milter_examples::init_logging();
-    let Some(path) = command_line.value("config") else {
-        log::error!("dkim: --config FILE is required (see docs/DKIM.md)");
-        std::process::exit(2);
-    };
-    let config = match Config::load(Path::new(path)) {
+    let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -84,14 +92,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let every = match command_line.value("stats-every").map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(s)) if s > 0 => Some(Duration::from_secs(s)),
-        Some(_) => {
-            log::error!("dkim: --stats-every takes a number of seconds");
-            std::process::exit(2);
-        }
-    };
+    let every = cli.stats_every.map(Duration::from_secs);
     log::info!(
         "dkim: authserv-id {}, signing {} ({} domains), verifying {}",
         config.authserv_id,
@@ -113,7 +114,5 @@ fn main() {
             log::info!("dkim stats: {}", shared.stats.summary());
         });
     }
-    milter_examples::run_with("dkim", &command_line, move || {
-        Dkim::new(Arc::clone(&shared))
-    });
+    milter_examples::run_with("dkim", &cli.listen, move || Dkim::new(Arc::clone(&shared)));
 }

@@ -11,7 +11,7 @@ use milter_blocking::client::{
 };
 use milter_blocking::{Server, ServerHandle};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 pub(crate) const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/dkim");

@@ -1,31 +1,117 @@
 //! Shared start-up code for the example milters: command line, logging, signals.
+//!
+//! Every example's command line is a [`clap`] parser that flattens [`ListenArgs`]
+//! (the socket to listen on and `--shadow`) next to its own options:
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! /// What the example does, shown by --help.
+//! #[derive(Parser)]
+//! #[command(name = "my-milter")]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     listen: milter_examples::ListenArgs,
+//!     /// An option of this example.
+//!     #[arg(long, default_value_t = 10)]
+//!     every: u64,
+//! }
+//!
+//! let cli: Cli = milter_examples::parse_args("inet:7357@127.0.0.1");
+//! # let _ = cli.every;
+//! # #[derive(milter_blocking::Milter, Default)] struct M;
+//! # #[milter_blocking::handlers] impl milter_blocking::Milter for M {}
+//! milter_examples::run_with("my-milter", &cli.listen, M::default);
+//! ```
 
 #![deny(missing_docs)]
 
+use clap::Parser;
 use milter_blocking::{Milter, Server, ServerHandle};
 use std::time::Duration;
 
 /// How long in-flight messages may take to finish after SIGINT/SIGTERM.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Runs a milter example: the first argument is the socket spec (default
-/// `default_spec`); logs go to stderr (`RUST_LOG` sets the level, default info);
-/// SIGINT and SIGTERM stop the server gracefully. Exits the process with status 1
-/// on a start-up error.
-pub fn run<M, F>(name: &str, default_spec: &str, factory: F)
+/// The id of [`ListenArgs::socket`] in a command, which [`parse_args`] gives its
+/// default.
+const SOCKET_ARG: &str = "socket";
+
+/// The options every example takes, flattened into its own command line with
+/// `#[command(flatten)]`: the socket spec and `--shadow`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ListenArgs {
+    /// The socket to listen on: inet:PORT@HOST, inet6:PORT@HOST or unix:PATH
+    /// (sockets passed by systemd socket activation take precedence).
+    #[arg(id = SOCKET_ARG, value_name = "SOCKET")]
+    pub socket: String,
+    /// Run the milter fully but tell the MTA continue, without any modification,
+    /// and log once per message what it would have done.
+    #[arg(long)]
+    pub shadow: bool,
+}
+
+/// Parses the process's arguments into `T` (a parser that flattens
+/// [`ListenArgs`]), with `default_socket` as the socket when none is given; on a
+/// usage error prints it with the usage to stderr and exits with status 2
+/// (`--help` prints the help and exits with status 0).
+///
+/// ```
+/// use clap::Parser;
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     listen: milter_examples::ListenArgs,
+///     #[arg(long)]
+///     max_bytes: Option<u64>,
+/// }
+/// let args = ["size-limit", "--max-bytes", "100", "--shadow"];
+/// let cli: Cli = milter_examples::try_parse_args_from(args, "inet:7373@127.0.0.1").unwrap();
+/// assert_eq!(cli.listen.socket, "inet:7373@127.0.0.1");
+/// assert!(cli.listen.shadow);
+/// assert_eq!(cli.max_bytes, Some(100));
+/// let args = ["size-limit", "unix:/run/milter.sock"];
+/// let cli: Cli = milter_examples::try_parse_args_from(args, "inet:7373@127.0.0.1").unwrap();
+/// assert_eq!(cli.listen.socket, "unix:/run/milter.sock");
+/// assert!(milter_examples::try_parse_args_from::<Cli, _>(["x", "--bogus"], "x").is_err());
+/// ```
+pub fn parse_args<T: Parser>(default_socket: &'static str) -> T {
+    try_parse_args_from(std::env::args_os(), default_socket).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse_args`] of the given arguments (the first is the program's name),
+/// returning the error instead of exiting.
+pub fn try_parse_args_from<T, I>(args: I, default_socket: &'static str) -> Result<T, clap::Error>
+where
+    T: Parser,
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = T::command().mut_arg(SOCKET_ARG, |a| {
+        a.required(false).default_value(default_socket)
+    });
+    let mut matches = command.try_get_matches_from_mut(args)?;
+    T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// The command line of an example with no options of its own.
+#[derive(Parser, Debug)]
+struct ListenOnly {
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+/// Runs a milter example that has no options of its own: the command line is
+/// `[--shadow] [SOCKET]` (default `default_socket`); logs go to stderr
+/// (`RUST_LOG` sets the level, default info); SIGINT and SIGTERM stop the server
+/// gracefully. Exits the process with status 1 on a start-up error.
+pub fn run<M, F>(name: &str, default_socket: &'static str, factory: F)
 where
     M: Milter + 'static,
     F: Fn() -> M + Send + Sync + 'static,
 {
-    init_logging();
-    let spec = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .unwrap_or_else(|| default_spec.to_string());
-    if let Err(e) = serve(&spec, false, factory) {
-        log::error!("{name}: {e}");
-        std::process::exit(1);
-    }
+    let cli: ListenOnly = parse_args(default_socket);
+    run_with(name, &cli.listen, factory);
 }
 
 /// Sends logs to stderr (`RUST_LOG` sets the level, default info). Does nothing
@@ -37,115 +123,18 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// An example's command line: `[--shadow] [--NAME VALUE | --NAME=VALUE]... [SPEC]`,
-/// options and the socket spec in any order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandLine {
-    /// The socket spec to listen on (the default when none was given).
-    pub spec: String,
-    /// `--shadow`: run the milter fully but tell the MTA continue, without any
-    /// modification, and log once per message what it would have done.
-    pub shadow: bool,
-    /// The `--NAME VALUE` options given, in order (names without the dashes).
-    pub options: Vec<(String, String)>,
-}
-
-impl CommandLine {
-    /// Parses `args` (without the program name). `value_options` are the option
-    /// names (without the dashes) that take a value; any other `--` option but
-    /// `--shadow` is an error, and so is a second socket spec.
-    ///
-    /// ```
-    /// use milter_examples::CommandLine;
-    /// let args = ["--max-bytes", "100", "--shadow", "inet:1@127.0.0.1"].map(String::from);
-    /// let c = CommandLine::parse(args, "inet:7357@127.0.0.1", &["max-bytes"]).unwrap();
-    /// assert_eq!(c.spec, "inet:1@127.0.0.1");
-    /// assert!(c.shadow);
-    /// assert_eq!(c.value("max-bytes"), Some("100"));
-    /// assert!(CommandLine::parse(["--bogus".to_string()], "x", &[]).is_err());
-    /// ```
-    pub fn parse(
-        args: impl IntoIterator<Item = String>,
-        default_spec: &str,
-        value_options: &[&str],
-    ) -> Result<CommandLine, String> {
-        let mut spec = None;
-        let mut shadow = false;
-        let mut options = Vec::new();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let Some(option) = arg.strip_prefix("--") else {
-                if let Some(first) = &spec {
-                    return Err(format!("two socket specs: {first:?} and {arg:?}"));
-                }
-                spec = Some(arg);
-                continue;
-            };
-            if option == "shadow" {
-                shadow = true;
-                continue;
-            }
-            let (name, inline) = match option.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (option, None),
-            };
-            if !value_options.contains(&name) {
-                return Err(format!("unknown option --{name}"));
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => args
-                    .next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
-            };
-            options.push((name.to_string(), value));
-        }
-        Ok(CommandLine {
-            spec: spec.unwrap_or_else(|| default_spec.to_string()),
-            shadow,
-            options,
-        })
-    }
-
-    /// [`CommandLine::parse`] of the process's arguments; on an error prints it
-    /// with `usage` to stderr and exits with status 2.
-    pub fn from_env_or_exit(
-        name: &str,
-        usage: &str,
-        default_spec: &str,
-        value_options: &[&str],
-    ) -> CommandLine {
-        match CommandLine::parse(std::env::args().skip(1), default_spec, value_options) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{name}: {e}\nusage: {name} {usage}");
-                std::process::exit(2);
-            }
-        }
-    }
-
-    /// The value of the last `--name` option given.
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Like [`run`], with a command line parsed by the example: listens on
-/// `command_line.spec`, in shadow mode when `--shadow` was given.
-pub fn run_with<M, F>(name: &str, command_line: &CommandLine, factory: F)
+/// `listen.socket`, in shadow mode when `--shadow` was given.
+pub fn run_with<M, F>(name: &str, listen: &ListenArgs, factory: F)
 where
     M: Milter + 'static,
     F: Fn() -> M + Send + Sync + 'static,
 {
     init_logging();
-    if command_line.shadow {
+    if listen.shadow {
         log::info!("{name}: shadow mode: decisions and modifications are logged, not sent");
     }
-    if let Err(e) = serve(&command_line.spec, command_line.shadow, factory) {
+    if let Err(e) = serve(&listen.socket, listen.shadow, factory) {
         log::error!("{name}: {e}");
         std::process::exit(1);
     }

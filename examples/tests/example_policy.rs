@@ -351,7 +351,7 @@ fn reports_every_bad_line_and_does_not_start() {
     )
     .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: policy"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: policy"));
 }
 
 #[test]

@@ -10,6 +10,14 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 /// Facts about the milter connection (the MTA's side of the socket).
+///
+/// ```
+/// use milter_blocking::ConnectionInfo;
+/// let tcp = ConnectionInfo { id: 7, peer: Some("127.0.0.1:40312".parse().unwrap()) };
+/// assert_eq!(tcp.to_string(), "#7 127.0.0.1:40312");
+/// let unix = ConnectionInfo { id: 8, peer: None };
+/// assert_eq!(unix.to_string(), "#8 unix");
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// A number unique within the server's lifetime, for logs.
@@ -30,32 +38,130 @@ impl fmt::Display for ConnectionInfo {
 macro_rules! macro_accessors {
     () => {
         /// The value of a macro in scope (`"i"` and `"{i}"` are the same name).
+        ///
+        /// ```
+        /// # use milter_blocking::{handlers, Milter};
+        /// # #[derive(Milter, Default)] #[milter(macros(connect = "{client_addr}"))] struct M;
+        /// # #[handlers] impl Milter for M {
+        /// fn connect(&mut self, ctx: &mut milter_blocking::Context<'_>, _host: &[u8], _addr: milter_blocking::ConnectAddr<'_>) {
+        ///     // Raw bytes: a macro need not be UTF-8. "j" and "{j}" name the same macro.
+        ///     let addr: Option<&[u8]> = ctx.macro_value("{client_addr}");
+        ///     # let _ = addr;
+        /// }
+        /// # }
+        /// ```
         pub fn macro_value(&self, name: &str) -> Option<&[u8]> {
             self.macros().get(name)
         }
 
         /// The value of a macro as text, if it is UTF-8.
+        ///
+        /// ```
+        /// # use milter_blocking::{handlers, Milter, Status};
+        /// # #[derive(Milter, Default)] #[milter(macros(helo = "{tls_version}"))] struct M;
+        /// # #[handlers] impl Milter for M {
+        /// fn helo(&mut self, ctx: &mut milter_blocking::Context<'_>, _name: &[u8]) -> Status {
+        ///     // Postfix and Sendmail send {tls_version} once the session uses TLS.
+        ///     if ctx.macro_str("{tls_version}").is_none() {
+        ///         return Status::reply(530, Some("5.7.0"), "Must issue a STARTTLS command first")
+        ///             .unwrap_or(Status::Reject);
+        ///     }
+        ///     Status::Continue
+        /// }
+        /// # }
+        /// ```
         pub fn macro_str(&self, name: &str) -> Option<&str> {
             self.macro_value(name)
                 .and_then(|v| std::str::from_utf8(v).ok())
         }
 
         /// The queue id (macro `i`), when the MTA sent it.
+        ///
+        /// ```
+        /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+        ///
+        /// #[derive(Milter, Default)]
+        /// #[milter(actions(add_header))]
+        /// struct QueueId;
+        ///
+        /// #[handlers]
+        /// impl Milter for QueueId {
+        ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+        ///         // Log lines with the queue id let an operator find the message in
+        ///         // the MTA's log.
+        ///         let id = ctx.queue_id().unwrap_or("unknown").to_string();
+        ///         log::info!("{}: queue id {id}: stamped", ctx.connection());
+        ///         ctx.add_header("X-Queue-Id", id)?;
+        ///         Ok(Status::Continue)
+        ///     }
+        /// }
+        /// # use milter_blocking::client::{Client, Envelope, Message};
+        /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(QueueId::default)?;
+        /// # let (spec, handle) = (server.local_spec(), server.handle());
+        /// # let running = std::thread::spawn(move || server.run());
+        /// # let mut client = Client::builder().open(&spec)?;
+        /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+        /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+        /// # let eom = transcript.eom.as_ref().expect("end of message");
+        /// // The client makes up a queue id, as the MTA would.
+        /// assert_eq!(eom.added_header("X-Queue-Id"), Some(client.queue_id().as_bytes()));
+        /// # client.quit()?;
+        /// # handle.shutdown(std::time::Duration::ZERO);
+        /// # running.join().expect("the server thread")?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         pub fn queue_id(&self) -> Option<&str> {
             self.macro_str("i")
         }
 
         /// All macros in scope.
+        ///
+        /// ```
+        /// # use milter_blocking::{handlers, Milter};
+        /// # #[derive(Milter, Default)] struct M;
+        /// # #[handlers] impl Milter for M {
+        /// fn mail(&mut self, ctx: &mut milter_blocking::Context<'_>, _from: &milter_blocking::EnvelopeAddr<'_>) {
+        ///     // Every macro in scope, for a debug log.
+        ///     for (name, value) in ctx.macros().iter() {
+        ///         log::debug!("{}={}", String::from_utf8_lossy(name), String::from_utf8_lossy(value));
+        ///     }
+        /// }
+        /// # }
+        /// ```
         pub fn macros(&self) -> &MacroStore {
             self.session_ref().macros()
         }
 
         /// The negotiated parameters.
+        ///
+        /// ```
+        /// # use milter_blocking::{handlers, Milter, Status};
+        /// # #[derive(Milter, Default)] struct M;
+        /// # #[handlers] impl Milter for M {
+        /// fn connect(&mut self, ctx: &mut milter_blocking::Context<'_>, _host: &[u8], _addr: milter_blocking::ConnectAddr<'_>) -> Status {
+        ///     if let Some(n) = ctx.negotiated() {
+        ///         log::debug!("{}: protocol version {}, actions {:?}", ctx.connection(), n.version, n.actions);
+        ///     }
+        ///     Status::Continue
+        /// }
+        /// # }
+        /// ```
         pub fn negotiated(&self) -> Option<&Negotiated> {
             self.session_ref().negotiated()
         }
 
         /// The milter connection.
+        ///
+        /// ```
+        /// # use milter_blocking::{handlers, Milter};
+        /// # #[derive(Milter, Default)] struct M;
+        /// # #[handlers] impl Milter for M {
+        /// fn close(&mut self, ctx: &mut milter_blocking::Context<'_>) {
+        ///     // "#12 127.0.0.1:40312", or "#12 unix": the same prefix as the server's own lines.
+        ///     log::debug!("{}: closed", ctx.connection());
+        /// }
+        /// # }
+        /// ```
         pub fn connection(&self) -> &ConnectionInfo {
             self.conn
         }
@@ -63,6 +169,44 @@ macro_rules! macro_accessors {
 }
 
 /// The context of every stage but end of message.
+///
+/// ```
+/// use milter_blocking::{handlers, Context, EnvelopeAddr, Milter, Status};
+///
+/// /// Refuses mail from senders that did not log in.
+/// #[derive(Milter, Default)]
+/// #[milter(macros(mail = "{auth_authen}"))]
+/// struct LoggedInOnly;
+///
+/// #[handlers]
+/// impl Milter for LoggedInOnly {
+///     fn mail(&mut self, ctx: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> Status {
+///         match ctx.macro_str("{auth_authen}") {
+///             Some(user) => {
+///                 let from = String::from_utf8_lossy(from.address);
+///                 log::info!("{}: {user} sends as {from}", ctx.connection());
+///                 Status::Continue
+///             }
+///             None => Status::Reject,
+///         }
+///     }
+/// }
+/// # use milter_blocking::client::{Client, Envelope, Message, Verdict};
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(LoggedInOnly::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let envelope = Envelope::new("alice@example.org").rcpt("bob@example.com");
+/// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+/// # let mut anonymous = Client::open(&spec)?;
+/// # assert!(matches!(anonymous.send_message(&envelope, &message)?.verdict, Verdict::Reject { .. }));
+/// # anonymous.quit()?;
+/// # let mut alice = Client::builder().macro_value("{auth_authen}", "alice").open(&spec)?;
+/// # assert_eq!(alice.send_message(&envelope, &message)?.verdict, Verdict::Accept);
+/// # alice.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Context<'a> {
     session: &'a FilterSession,
     conn: &'a ConnectionInfo,
@@ -87,6 +231,23 @@ impl<'a> Context<'a> {
     }
 
     /// The stage being handled (`None` for abort and close).
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, Context, Milter, Stage};
+    ///
+    /// #[derive(Milter, Default)]
+    /// struct Tracer;
+    ///
+    /// #[handlers]
+    /// impl Milter for Tracer {
+    ///     fn abort(&mut self, ctx: &mut Context<'_>) {
+    ///         assert_eq!(ctx.stage(), None);
+    ///     }
+    ///     fn helo(&mut self, ctx: &mut Context<'_>, _name: &[u8]) {
+    ///         assert_eq!(ctx.stage(), Some(Stage::Helo));
+    ///     }
+    /// }
+    /// ```
     pub fn stage(&self) -> Option<Stage> {
         self.stage
     }
@@ -108,6 +269,44 @@ impl fmt::Debug for Context<'_> {
 pub(crate) const FLUSH_THRESHOLD: usize = 256 * 1024;
 
 /// An error from a modification call.
+///
+/// ```
+/// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, ModifyError, Status};
+///
+/// #[derive(Milter, Default)]
+/// #[milter(optional_actions(quarantine))]
+/// struct Hold;
+///
+/// #[handlers]
+/// impl Milter for Hold {
+///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+///         match ctx.quarantine("needs review") {
+///             Ok(()) => Ok(Status::Continue),
+///             // The MTA did not offer quarantine: refuse for now instead.
+///             Err(ModifyError::Action(e)) => {
+///                 log::warn!("{}: {e}", ctx.connection());
+///                 Ok(Status::Tempfail)
+///             }
+///             // The connection is gone: nothing to answer.
+///             Err(e) => Err(e.into()),
+///         }
+///     }
+/// }
+/// # use milter_blocking::client::{Client, Envelope, Message};
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Hold::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let mut client = Client::builder().offer({ let mut o = milter_blocking::client::Profile::Postfix.offer(); o.actions.remove(milter_blocking::Actions::QUARANTINE); o }).open(&spec)?;
+/// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+/// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+/// # let eom = transcript.eom.as_ref().expect("end of message");
+/// use milter_blocking::client::Verdict;
+/// assert!(matches!(transcript.verdict, Verdict::Tempfail { .. }));
+/// # client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ModifyError {
@@ -148,6 +347,40 @@ impl From<ActionError> for ModifyError {
 /// the action it needs (see [`action`](crate::action)). An optional action the
 /// MTA did not offer fails the call at run time with a typed error naming the
 /// action; nothing is then sent.
+///
+/// ```
+/// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+///
+/// #[derive(Milter, Default)]
+/// #[milter(actions(add_header), optional_actions(quarantine))]
+/// struct Tag;
+///
+/// #[handlers]
+/// impl Milter for Tag {
+///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+///         ctx.add_header("X-Checked", "yes")?;
+///         // An optional action: call it only when the MTA offered it.
+///         if ctx.actions().contains(milter_blocking::Actions::QUARANTINE) {
+///             ctx.quarantine("held for review")?;
+///         }
+///         Ok(Status::Continue)
+///     }
+/// }
+/// # use milter_blocking::client::{Client, Envelope, Message};
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Tag::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let mut client = Client::builder().open(&spec)?;
+/// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+/// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+/// # let eom = transcript.eom.as_ref().expect("end of message");
+/// assert!(eom.has_added_header("X-Checked", "yes"));
+/// assert_eq!(eom.quarantine(), Some(&b"held for review"[..]));
+/// # client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EomContext<'a, M: ?Sized> {
     session: &'a mut FilterSession,
     conn: &'a ConnectionInfo,
@@ -197,6 +430,21 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     macro_accessors!();
 
     /// The actions the milter may use on this connection.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    /// # #[derive(Milter, Default)] #[milter(optional_actions(change_body))] struct M;
+    /// # #[handlers] impl Milter for M {
+    /// fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///     if ctx.actions().contains(milter_blocking::Actions::CHANGE_BODY) {
+    ///         ctx.replace_body("The body was removed.\r\n")?;
+    ///     } else {
+    ///         log::warn!("{}: the MTA does not let us replace the body", ctx.connection());
+    ///     }
+    ///     Ok(Status::Continue)
+    /// }
+    /// # }
+    /// ```
     pub fn actions(&self) -> Actions {
         self.session.actions()
     }
@@ -241,6 +489,35 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Appends a header at the end of the header block.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header))]
+    /// struct Stamp;
+    ///
+    /// #[handlers]
+    /// impl Milter for Stamp {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.add_header("X-Filtered-By", "stamp")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Stamp::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert!(eom.has_added_header("X-Filtered-By", "stamp"));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::AddHeader,
@@ -258,6 +535,40 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
 
     /// Inserts a header at position `index` (0 puts it at the very top; other
     /// positions count headers the milter never saw and differ between MTAs).
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header))]
+    /// struct Trace;
+    ///
+    /// #[handlers]
+    /// impl Milter for Trace {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         // Second from the top: below the MTA's own Received.
+    ///         ctx.insert_header(1, "X-Trace", "checked")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Trace::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// use milter_blocking::client::Modification;
+    /// assert_eq!(
+    ///     eom.modifications,
+    ///     [Modification::InsertHeader { index: 1, name: b"X-Trace".to_vec(), value: b"checked".to_vec() }]
+    /// );
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insert_header(
         &mut self,
         index: u32,
@@ -281,6 +592,35 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// Replaces the value of the `index`-th (1-based, names compared ignoring
     /// case) header called `name`. Where there is no such occurrence, both MTAs
     /// add the header instead.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(change_header))]
+    /// struct Tagger;
+    ///
+    /// #[handlers]
+    /// impl Milter for Tagger {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.change_header("Subject", 1, "[checked] hi")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Tagger::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.header_changes("Subject"), [(1, &b"[checked] hi"[..])]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn change_header(
         &mut self,
         name: &str,
@@ -309,6 +649,38 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// Deletes the `index`-th (1-based) header called `name`. To delete several
     /// occurrences, delete the highest index first (Postfix renumbers after a
     /// delete, Sendmail does not), or use [`EomContext::delete_all_headers`].
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(change_header))]
+    /// struct Unspam;
+    ///
+    /// #[handlers]
+    /// impl Milter for Unspam {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         // The second X-Spam first: Postfix renumbers after a delete.
+    ///         ctx.delete_header("X-Spam", 2)?;
+    ///         ctx.delete_header("X-Spam", 1)?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Unspam::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\nX-Spam: yes\r\nX-Spam: maybe\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// // A delete is a change to an empty value.
+    /// assert_eq!(eom.header_changes("X-Spam"), [(2, &b""[..]), (1, &b""[..])]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete_header(&mut self, name: &str, index: u32) -> Result<(), ModifyError>
     where
         M: action::ChangeHeader,
@@ -331,6 +703,40 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// 64 KiB (some 4,000 headers) or that the milter's own calls changed more
     /// than 1,024 times (tracking more would let a hostile message make the milter
     /// hold any amount of memory).
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header))]
+    /// struct Count;
+    ///
+    /// #[handlers]
+    /// impl Milter for Count {
+    ///     // A header handler (here returning nothing, so the MTA need not wait)
+    ///     // makes the MTA send the headers, and the context count them.
+    ///     fn header(&mut self, _ctx: &mut milter_blocking::Context<'_>, _h: &milter_blocking::Header<'_>) {}
+    ///
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         let n = ctx.header_count("X-Spam").unwrap_or(0);
+    ///         ctx.add_header("X-Spam-Headers", n.to_string())?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Count::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\nX-Spam: yes\r\nX-Spam: maybe\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert!(eom.has_added_header("X-Spam-Headers", "2"));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header_count(&self, name: &str) -> Option<u32> {
         self.headers.count(name.as_bytes())
     }
@@ -340,6 +746,41 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// in both MTAs), changes the first, or adds the header when there is none.
     /// Without header tracking (see [`EomContext::header_count`]) it changes the
     /// first occurrence, which both MTAs turn into an add when there is none.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header, change_header))]
+    /// struct Verdict;
+    ///
+    /// #[handlers]
+    /// impl Milter for Verdict {
+    ///     // A header handler (here returning nothing, so the MTA need not wait)
+    ///     // makes the MTA send the headers, and the context count them.
+    ///     fn header(&mut self, _ctx: &mut milter_blocking::Context<'_>, _h: &milter_blocking::Header<'_>) {}
+    ///
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         // Whatever X-Spam headers came in, one goes out.
+    ///         ctx.set_header("X-Spam", "no")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Verdict::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\nX-Spam: yes\r\nX-Spam: maybe\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// let delivered = eom.apply(&message, &Envelope::new("a@example.org"));
+    /// assert_eq!(delivered.message.header_all("X-Spam"), [&b"no"[..]]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::ChangeHeader + action::AddHeader,
@@ -360,6 +801,41 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// Deletes every header called `name` the message has (last first). Needs
     /// header tracking; without it, only the first occurrence is deleted and the
     /// call says how many it removed: 1.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(change_header))]
+    /// struct Strip;
+    ///
+    /// #[handlers]
+    /// impl Milter for Strip {
+    ///     // A header handler (here returning nothing, so the MTA need not wait)
+    ///     // makes the MTA send the headers, and the context count them.
+    ///     fn header(&mut self, _ctx: &mut milter_blocking::Context<'_>, _h: &milter_blocking::Header<'_>) {}
+    ///
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         let removed = ctx.delete_all_headers("X-Spam")?;
+    ///         log::debug!("{}: removed {removed} X-Spam headers", ctx.connection());
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Strip::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\nX-Spam: yes\r\nX-Spam: maybe\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// let delivered = eom.apply(&message, &Envelope::new("a@example.org"));
+    /// assert!(delivered.message.header("X-Spam").is_none());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete_all_headers(&mut self, name: &str) -> Result<u32, ModifyError>
     where
         M: action::ChangeHeader,
@@ -373,6 +849,36 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
 
     /// Puts a header at the very top of the message, above the MTA's own
     /// `Received:` (insert at index 0, which both MTAs honour that way).
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header))]
+    /// struct Top;
+    ///
+    /// #[handlers]
+    /// impl Milter for Top {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.prepend_header("Authentication-Results", "mx.example.com; none")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Top::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// let delivered = eom.apply(&message, &Envelope::new("a@example.org"));
+    /// assert_eq!(delivered.message.headers[0].name, b"Authentication-Results");
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prepend_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::AddHeader,
@@ -381,6 +887,35 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Adds a recipient.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_rcpt))]
+    /// struct Archive;
+    ///
+    /// #[handlers]
+    /// impl Milter for Archive {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.add_rcpt("<archive@example.com>")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Archive::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.added_rcpts(), [&b"<archive@example.com>"[..]]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::AddRcpt,
@@ -395,6 +930,36 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Adds a recipient with ESMTP arguments (`"NOTIFY=NEVER ORCPT=rfc822;a@b"`).
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_rcpt_with_args))]
+    /// struct Archive;
+    ///
+    /// #[handlers]
+    /// impl Milter for Archive {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         // No delivery status notifications for the copy.
+    ///         ctx.add_rcpt_with_args("<archive@example.com>", "NOTIFY=NEVER")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Archive::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.added_rcpts(), [&b"<archive@example.com>"[..]]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add_rcpt_with_args(
         &mut self,
         rcpt: impl AsRef<[u8]>,
@@ -420,6 +985,48 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Removes a recipient; pass the address exactly as the MTA gave it in RCPT.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, Context, EnvelopeAddr, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// /// Redirects mail for sales@ to the team.
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_rcpt, delete_rcpt))]
+    /// struct Redirect {
+    ///     /// The recipient as the MTA gave it in RCPT.
+    ///     #[milter(per_message)]
+    ///     sales: Option<Vec<u8>>,
+    /// }
+    ///
+    /// #[handlers]
+    /// impl Milter for Redirect {
+    ///     fn rcpt(&mut self, _ctx: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) {
+    ///         if milter_blocking::bare_address(rcpt.address).eq_ignore_ascii_case(b"sales@example.com") {
+    ///             self.sales = Some(rcpt.address.to_vec());
+    ///         }
+    ///     }
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         if let Some(sales) = &self.sales {
+    ///             ctx.delete_rcpt(sales)?;
+    ///             ctx.add_rcpt("<team-sales@example.com>")?;
+    ///         }
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Redirect::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("sales@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.deleted_rcpts(), [&b"<sales@example.com>"[..]]);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete_rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::DeleteRcpt,
@@ -434,6 +1041,35 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Changes the envelope sender, with optional ESMTP arguments.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(change_from))]
+    /// struct Bounces;
+    ///
+    /// #[handlers]
+    /// impl Milter for Bounces {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.change_from("<bounces@example.com>", None)?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Bounces::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.new_sender(), Some(&b"<bounces@example.com>"[..]));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn change_from(
         &mut self,
         from: impl AsRef<[u8]>,
@@ -456,6 +1092,37 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// stream a large body (it is written to the MTA as it goes); make no other
     /// modification in between. Calling it once with an empty slice sets an
     /// empty body.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(change_body))]
+    /// struct Footer;
+    ///
+    /// #[handlers]
+    /// impl Milter for Footer {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         // Streamed: each call may write to the MTA.
+    ///         ctx.replace_body("Hello.\r\n")?;
+    ///         ctx.replace_body("-- \r\nScanned.\r\n")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Footer::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.new_body().as_deref(), Some(&b"Hello.\r\n-- \r\nScanned.\r\n"[..]));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replace_body(&mut self, chunk: impl AsRef<[u8]>) -> Result<(), ModifyError>
     where
         M: action::ChangeBody,
@@ -485,6 +1152,36 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     }
 
     /// Quarantines the message (Postfix: hold queue) with a reason.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(quarantine))]
+    /// struct Hold;
+    ///
+    /// #[handlers]
+    /// impl Milter for Hold {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         ctx.quarantine("attachment needs review")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Hold::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// use milter_blocking::client::Verdict;
+    /// assert_eq!(transcript.verdict, Verdict::Quarantine(b"attachment needs review".to_vec()));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn quarantine(&mut self, reason: &str) -> Result<(), ModifyError>
     where
         M: action::Quarantine,
@@ -500,6 +1197,39 @@ impl<'a, M: ?Sized> EomContext<'a, M> {
     /// Tells the MTA the milter is still working, now (resets its read timer).
     /// Call it at least every few seconds from a slow handler: Sendmail's default
     /// read timeout is 10 s.
+    ///
+    /// ```
+    /// use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+    ///
+    /// #[derive(Milter, Default)]
+    /// #[milter(actions(add_header))]
+    /// struct Slow;
+    ///
+    /// #[handlers]
+    /// impl Milter for Slow {
+    ///     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    ///         for _part in 0..3 {
+    ///             // ... a slow check of one part ...
+    ///             ctx.progress()?;
+    ///         }
+    ///         ctx.add_header("X-Scanned", "3 parts")?;
+    ///         Ok(Status::Continue)
+    ///     }
+    /// }
+    /// # use milter_blocking::client::{Client, Envelope, Message};
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Slow::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = Client::builder().open(&spec)?;
+    /// # let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// # let transcript = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// # let eom = transcript.eom.as_ref().expect("end of message");
+    /// assert_eq!(eom.progress, 3);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn progress(&mut self) -> Result<(), ModifyError> {
         self.check_lost()?;
         self.session.progress()?;

@@ -31,6 +31,47 @@
 //! Sendmail or Stalwart would ([`client::Profile`]) and returns its decisions and
 //! modifications, so a milter's tests need no MTA. The `milter-check` command
 //! (feature `cli`) runs it from the shell.
+//!
+//! A test starts the server on a listener of its own (`inet:0@127.0.0.1`
+//! picks a free port; [`Server::local_spec`] says which), drives it with the
+//! MTA-side [`client`], and asserts on the replies, the verdict and the
+//! modifications; no MTA is needed. The page `docs/TESTING.md` in the
+//! source repository walks through it (Unix sockets, stage by stage, both MTAs'
+//! rules, a table for users of miltertest).
+//!
+//! ```
+//! # use milter_blocking::{handlers, EomContext, HandlerResult, Milter, Status};
+//! # #[derive(Milter, Default)]
+//! # #[milter(actions(add_header))]
+//! # struct Stamp;
+//! # #[handlers]
+//! # impl Milter for Stamp {
+//! #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+//! #         ctx.add_header("X-Stamped", "yes")?;
+//! #         Ok(Status::Continue)
+//! #     }
+//! # }
+//! use milter_blocking::client::{Client, Envelope, Message, Verdict};
+//! use milter_blocking::Server;
+//! use std::time::Duration;
+//!
+//! let server = Server::builder().listen("inet:0@127.0.0.1")?.build(Stamp::default)?;
+//! let spec = server.local_spec();
+//! let handle = server.handle();
+//! let running = std::thread::spawn(move || server.run());
+//!
+//! let mut client = Client::open(&spec)?;
+//! let envelope = Envelope::new("alice@example.org").rcpt("bob@example.com");
+//! let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+//! let transcript = client.send_message(&envelope, &message)?;
+//! assert_eq!(transcript.verdict, Verdict::Accept);
+//! assert!(transcript.eom.unwrap().has_added_header("X-Stamped", "yes"));
+//! client.quit()?;
+//!
+//! handle.shutdown(Duration::ZERO);
+//! running.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 //!
 //! # Logging policy

@@ -52,6 +52,23 @@ pub const DEFAULT_STACK_SIZE: usize = 512 * 1024;
 pub const DEFAULT_IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An error starting or running a server.
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let spec = format!("inet:{}@127.0.0.1", taken.local_addr()?.port());
+/// match Server::builder().listen(&spec) {
+///     // For an operator: "cannot listen on inet:PORT@127.0.0.1: ... Address already in use ..."
+///     Err(e) => eprintln!("{e}"),
+///     Ok(builder) => { let _server = builder.build(Nothing::default)?; }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -185,6 +202,12 @@ impl ServerBuilder {
     /// connections are served; the default is the number of CPUs the process
     /// may run on less one, so that the MTA keeps a CPU of its own (and a
     /// single-CPU host never polls).
+    ///
+    /// ```
+    /// // Never poll: every connection blocks in `read` at once.
+    /// let builder = milter_blocking::Server::builder().busy_poll_limit(0);
+    /// # let _ = builder;
+    /// ```
     pub fn busy_poll_limit(mut self, connections: usize) -> Self {
         self.busy_poll_limit = connections;
         self
@@ -192,12 +215,47 @@ impl ServerBuilder {
 
     /// Listens on a libmilter-style socket spec (see [`SocketSpec`]); binds now, so
     /// errors show here and port 0 gets its real port.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::Server;
+    ///
+    /// // Port 0: the system picks a free port, and the server says which.
+    /// let server = Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// assert_ne!(server.local_spec().to_string(), "inet:0@127.0.0.1");
+    ///
+    /// // A spec that does not parse is an error naming it, before anything is bound.
+    /// let err = Server::builder().listen("inet:seven@127.0.0.1").unwrap_err();
+    /// assert!(err.to_string().contains("inet:seven@127.0.0.1"));
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn listen(self, spec: &str) -> Result<Self, ServerError> {
         let spec: SocketSpec = spec.parse().map_err(ServerError::Spec)?;
         self.listen_spec(&spec)
     }
 
     /// Listens on a parsed socket spec.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::{Server, SocketSpec};
+    /// use std::net::{Ipv4Addr, SocketAddr};
+    ///
+    /// let spec = SocketSpec::Inet(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    /// let server = Server::builder().listen_spec(&spec)?.build(Nothing::default)?;
+    /// # let _ = server;
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn listen_spec(mut self, spec: &SocketSpec) -> Result<Self, ServerError> {
         let l = Listener::bind(spec, &self.listen).map_err(|source| ServerError::Listen {
             spec: spec.to_string(),
@@ -211,6 +269,27 @@ impl ServerBuilder {
     /// activation, `LISTEN_FDS`); adds nothing when there are none. See
     /// [`take_listeners`](crate::take_listeners) and `docs/OPERATIONS.md` for a
     /// sample unit.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::Server;
+    ///
+    /// // Under systemd with a .socket unit, serve its sockets; run by hand, listen
+    /// // on a spec of our own.
+    /// let builder = Server::builder().listen_activated()?;
+    /// let builder = if builder.has_listener() {
+    ///     builder
+    /// } else {
+    ///     builder.listen("inet:0@127.0.0.1")?
+    /// };
+    /// let server = builder.build(Nothing::default)?;
+    /// # let _ = server;
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn listen_activated(mut self) -> Result<Self, ServerError> {
         let passed = crate::activation::take_listeners().map_err(|source| ServerError::Listen {
             spec: "LISTEN_FDS".into(),
@@ -221,12 +300,38 @@ impl ServerBuilder {
     }
 
     /// Whether any listener was added.
+    ///
+    /// ```
+    /// let builder = milter_blocking::Server::builder();
+    /// assert!(!builder.has_listener());
+    /// let builder = builder.listen("inet:0@127.0.0.1")?;
+    /// assert!(builder.has_listener());
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn has_listener(&self) -> bool {
         !self.listeners.is_empty()
     }
 
     /// Serves a listener made elsewhere (see [`Listener::from_tcp`],
     /// [`Listener::from_unix`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::{Listener, Server};
+    /// use std::net::TcpListener;
+    ///
+    /// // A socket bound by the program itself (before dropping privileges, say).
+    /// let socket = TcpListener::bind("127.0.0.1:0")?;
+    /// let server = Server::builder()
+    ///     .listener(Listener::from_tcp(socket)?)
+    ///     .build(Nothing::default)?;
+    /// # let _ = server;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn listener(mut self, listener: Listener) -> Self {
         self.listeners.push(listener);
         self
@@ -234,12 +339,42 @@ impl ServerBuilder {
 
     /// Socket options for the listeners bound after this call (backlog, Unix
     /// socket mode/owner/group, stale socket removal).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::{ListenOptions, Server};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("milter-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// // The MTA's group may connect, nobody else.
+    /// let options = ListenOptions {
+    ///     unix_mode: Some(0o660),
+    ///     ..ListenOptions::default()
+    /// };
+    /// let server = Server::builder()
+    ///     .listen_options(options)
+    ///     .listen(&format!("unix:{}", dir.join("milter.sock").display()))?
+    ///     .build(Nothing::default)?;
+    /// # drop(server);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn listen_options(mut self, options: ListenOptions) -> Self {
         self.listen = options;
         self
     }
 
     /// Most connections served at once; each holds one thread.
+    ///
+    /// ```
+    /// // At most 200 connections, each on its own thread; 50 more may wait.
+    /// let builder = milter_blocking::Server::builder().max_connections(200).queue(50);
+    /// # let _ = builder;
+    /// ```
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
@@ -248,6 +383,13 @@ impl ServerBuilder {
     /// Accepted connections that may wait for a thread; beyond that they are
     /// closed at once (and logged), so the MTA applies its failure policy instead
     /// of waiting.
+    ///
+    /// ```
+    /// // No waiting: when every thread is busy, a new connection is closed at once
+    /// // and the MTA applies its own failure policy (Postfix: milter_default_action).
+    /// let builder = milter_blocking::Server::builder().queue(0);
+    /// # let _ = builder;
+    /// ```
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = n;
         self
@@ -261,24 +403,51 @@ impl ServerBuilder {
     /// the cut comes no earlier than the timeout and at most about two checks
     /// later; for a timeout over about 200 s, at most a 1024th of it later
     /// (the default: about 7.5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Give up on an MTA that sends nothing for 10 minutes; never time out writes.
+    /// let builder = milter_blocking::Server::builder()
+    ///     .read_timeout(Duration::from_secs(600))
+    ///     .write_timeout(None);
+    /// # let _ = builder;
+    /// ```
     pub fn read_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = t.into();
         self
     }
 
     /// Timeout of every write (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = milter_blocking::Server::builder().write_timeout(Duration::from_secs(60));
+    /// # let _ = builder;
+    /// ```
     pub fn write_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.write_timeout = t.into();
         self
     }
 
     /// Stack size of connection threads. Default [`DEFAULT_STACK_SIZE`].
+    ///
+    /// ```
+    /// // Handlers that recurse deeply (a MIME parser, say) may need more.
+    /// let builder = milter_blocking::Server::builder().thread_stack_size(2 * 1024 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn thread_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(64 * 1024);
         self
     }
 
     /// How long an unused thread waits for work before it leaves.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = milter_blocking::Server::builder().idle_thread_timeout(Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
     pub fn idle_thread_timeout(mut self, t: Duration) -> Self {
         self.idle_thread_timeout = t;
         self
@@ -286,12 +455,25 @@ impl ServerBuilder {
 
     /// Largest packet payload accepted from the MTA, checked before buffering.
     /// Default [`DEFAULT_MAX_PAYLOAD`].
+    ///
+    /// ```
+    /// // Refuse packets over 1 MiB (a body chunk is at most 64 KiB).
+    /// let builder = milter_blocking::Server::builder().max_payload(1024 * 1024);
+    /// # let _ = builder;
+    /// ```
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
         self
     }
 
     /// The answer when a handler returns an error or panics (default tempfail).
+    ///
+    /// ```
+    /// use milter_blocking::Status;
+    /// // Fail open: a milter that errors lets the message through.
+    /// let builder = milter_blocking::Server::builder().failure_status(Status::Continue);
+    /// # let _ = builder;
+    /// ```
     pub fn failure_status(mut self, status: Status) -> Self {
         self.failure_status = status;
         self
@@ -301,18 +483,76 @@ impl ServerBuilder {
     /// modifications computed and validated), but the MTA is told continue (or
     /// accept) with no modification, and one info line per message says what
     /// would have happened. For trying a new rule on live traffic.
+    ///
+    /// ```
+    /// // Try a new rule on live mail: decisions are logged, not sent.
+    /// let trying = std::env::var_os("MILTER_SHADOW").is_some();
+    /// let builder = milter_blocking::Server::builder().shadow(trying);
+    /// # let _ = builder;
+    /// ```
     pub fn shadow(mut self, on: bool) -> Self {
         self.shadow = on;
         self
     }
 
     /// Observability hooks (see [`Hooks`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::{ConnectionInfo, Hooks, Server, Stage, Status};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Default)]
+    /// struct Rejections(AtomicU64);
+    ///
+    /// impl Hooks for Rejections {
+    ///     fn verdict(&self, _conn: &ConnectionInfo, _stage: Stage, status: &Status) {
+    ///         if matches!(status, Status::Reject) {
+    ///             self.0.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let rejections = Arc::new(Rejections::default());
+    /// let server = Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .hooks(rejections.clone())
+    ///     .build(Nothing::default)?;
+    /// # let _ = server;
+    /// assert_eq!(rejections.0.load(Ordering::Relaxed), 0);
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
         self.hooks = Some(hooks);
         self
     }
 
     /// Builds the server; `factory` makes one milter value per connection.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::{Server, ServerError};
+    ///
+    /// // One value per connection: here a fresh `Nothing` for each.
+    /// let server = Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// # let _ = server;
+    ///
+    /// // Without a listener there is nothing to serve.
+    /// let err = Server::builder().build(Nothing::default).unwrap_err();
+    /// assert!(matches!(err, ServerError::NoListener));
+    /// # Ok::<(), ServerError>(())
+    /// ```
     pub fn build<M, F>(self, factory: F) -> Result<Server, ServerError>
     where
         M: Milter + 'static,
@@ -453,6 +693,24 @@ impl Shared {
 }
 
 /// A running milter server. Build one with [`Server::builder`].
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// use std::time::Duration;
+///
+/// let server = Server::builder().listen("inet:0@127.0.0.1")?.build(Nothing::default)?;
+/// println!("listening on {}", server.local_spec());
+/// let handle = server.handle();
+/// let running = std::thread::spawn(move || server.run());
+/// handle.shutdown(Duration::ZERO);
+/// running.join().expect("the server thread")?;
+/// # Ok::<(), milter_blocking::ServerError>(())
+/// ```
 pub struct Server {
     listeners: Vec<Listener>,
     pool: Arc<Mutex<Pool>>,
@@ -469,6 +727,31 @@ impl fmt::Debug for Server {
 }
 
 /// Controls a running server from other threads: cheap to clone.
+///
+/// ```
+/// # use milter_blocking::{handlers, Milter};
+/// # #[derive(Milter, Default)]
+/// # struct Nothing;
+/// # #[handlers]
+/// # impl Milter for Nothing {}
+/// use milter_blocking::Server;
+/// use std::time::Duration;
+///
+/// let server = Server::builder().listen("inet:0@127.0.0.1")?.build(Nothing::default)?;
+/// let handle = server.handle();
+/// // A watcher thread: log the load, stop when asked.
+/// let watcher = handle.clone();
+/// std::thread::spawn(move || {
+///     while !watcher.is_stopping() {
+///         let s = watcher.stats();
+///         log::debug!("{} connections open, {} threads", s.open, s.threads);
+///         std::thread::sleep(Duration::from_millis(10));
+///     }
+/// });
+/// handle.shutdown(Duration::ZERO);
+/// server.run()?;
+/// # Ok::<(), milter_blocking::ServerError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
@@ -479,6 +762,26 @@ impl ServerHandle {
     /// Starts a graceful shutdown: stop accepting, close connections between
     /// messages, let messages in flight finish until `deadline` from now, then cut
     /// the rest. Returns at once; [`Server::run`] returns when all is done.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::Server;
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// let handle = server.handle();
+    /// let running = std::thread::spawn(move || server.run());
+    /// // From any thread: a signal handler's, a test's, an admin socket's.
+    /// handle.shutdown(Duration::from_secs(10));
+    /// running.join().expect("the server thread")?;
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn shutdown(&self, deadline: Duration) {
         if let Ok(mut d) = self.shared.deadline.lock() {
             let at = Instant::now() + deadline;
@@ -489,11 +792,45 @@ impl ServerHandle {
     }
 
     /// Whether a shutdown was requested.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use std::time::Duration;
+    ///
+    /// let server = milter_blocking::Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// let handle = server.handle();
+    /// assert!(!handle.is_stopping());
+    /// handle.shutdown(Duration::ZERO);
+    /// assert!(handle.is_stopping());
+    /// server.run()?; // returns at once: the shutdown came first
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn is_stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
     }
 
     /// How many connections are open, idle, and in each stage, right now.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// let server = milter_blocking::Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// let stats = server.handle().stats();
+    /// assert_eq!(stats.open, 0);
+    /// println!("{} open, {} idle, threads {}", stats.open, stats.idle, stats.threads);
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn stats(&self) -> ServerStats {
         let mut stats = self.shared.registry.stats();
         if let Ok(pool) = self.pool.try_lock() {
@@ -508,21 +845,89 @@ impl ServerHandle {
 
 impl Server {
     /// A builder with the defaults described on its methods.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// let server = milter_blocking::Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// # let _ = server;
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
 
     /// Where the first listener listens (with the real port when bound to 0).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// use milter_blocking::client::Client;
+    /// use milter_blocking::Server;
+    ///
+    /// let server = Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// let spec = server.local_spec(); // inet:PORT@127.0.0.1 with the port chosen
+    /// let handle = server.handle();
+    /// let running = std::thread::spawn(move || server.run());
+    /// let client = Client::open(&spec)?;
+    /// client.quit()?;
+    /// handle.shutdown(std::time::Duration::ZERO);
+    /// running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_spec(&self) -> SocketSpec {
         self.listeners[0].local_spec()
     }
 
     /// Where every listener listens.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// // Two ports, say one for each MTA.
+    /// let server = milter_blocking::Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// let specs = server.local_specs();
+    /// assert_eq!(specs.len(), 2);
+    /// assert_ne!(specs[0], specs[1]);
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn local_specs(&self) -> Vec<SocketSpec> {
         self.listeners.iter().map(Listener::local_spec).collect()
     }
 
     /// A handle to stop the server or look at it while it runs.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// let server = milter_blocking::Server::builder()
+    ///     .listen("inet:0@127.0.0.1")?
+    ///     .build(Nothing::default)?;
+    /// // Clones go to whatever threads need to stop or watch the server.
+    /// let for_signals = server.handle();
+    /// let for_metrics = for_signals.clone();
+    /// # let _ = (for_metrics, server);
+    /// # Ok::<(), milter_blocking::ServerError>(())
+    /// ```
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: Arc::clone(&self.shared),
@@ -532,6 +937,20 @@ impl Server {
 
     /// Serves until [`ServerHandle::shutdown`]; returns after every connection
     /// thread has been joined.
+    ///
+    /// ```no_run
+    /// # use milter_blocking::{handlers, Milter};
+    /// # #[derive(Milter, Default)]
+    /// # struct Nothing;
+    /// # #[handlers]
+    /// # impl Milter for Nothing {}
+    /// fn main() -> Result<(), milter_blocking::ServerError> {
+    ///     milter_blocking::Server::builder()
+    ///         .listen("inet:7357@127.0.0.1")?
+    ///         .build(Nothing::default)?
+    ///         .run() // serves until a shutdown; see ServerHandle::shutdown
+    /// }
+    /// ```
     pub fn run(self) -> Result<(), ServerError> {
         let Server {
             listeners,

@@ -1168,7 +1168,7 @@ fn big_incoming_body_counted(ctx: &Ctx<'_>) -> Result<(), String> {
     let mut body = Vec::with_capacity(4_300_000);
     let mut i = 0u32;
     while body.len() < 4 * 1024 * 1024 {
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             body.extend_from_slice(b".a line starting with a dot\r\n");
         }
         let _ = write!(

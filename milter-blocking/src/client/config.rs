@@ -109,6 +109,12 @@ impl Profile {
 
     /// The profile's name (`postfix`, `postfix-3.11`, `sendmail`, `sendmail-8.18`,
     /// `stalwart`, `minimal`).
+    ///
+    /// ```
+    /// use milter_blocking::client::Profile;
+    /// assert_eq!(Profile::Sendmail.name(), "sendmail");
+    /// assert_eq!("sendmail".parse::<Profile>(), Ok(Profile::Sendmail));
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Profile::Postfix => "postfix",
@@ -142,6 +148,14 @@ impl Profile {
     }
 
     /// What the MTA offers in its `O` packet.
+    ///
+    /// ```
+    /// use milter_blocking::client::Profile;
+    /// use milter_blocking::Actions;
+    /// let offer = Profile::Postfix.offer();
+    /// assert_eq!(offer.version, 6);
+    /// assert!(offer.actions.contains(Actions::ADD_HEADER | Actions::QUARANTINE));
+    /// ```
     pub fn offer(self) -> OptNeg {
         match self {
             Profile::Stalwart => OptNeg {
@@ -154,6 +168,11 @@ impl Profile {
     }
 
     /// How strictly the MTA checks the milter (see [`Strictness`]).
+    ///
+    /// ```
+    /// use milter_blocking::client::Profile;
+    /// println!("Sendmail checks replies {:?}", Profile::Sendmail.strictness());
+    /// ```
     pub fn strictness(self) -> Strictness {
         let lenient = Strictness {
             options_subset: false,
@@ -191,6 +210,11 @@ impl Profile {
     }
 
     /// The MTA's default timeouts.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Profile, Timeouts};
+    /// assert_eq!(Profile::Sendmail.timeouts(), Timeouts::SENDMAIL);
+    /// ```
     pub fn timeouts(self) -> Timeouts {
         match self {
             Profile::Sendmail | Profile::Sendmail8_18 => Timeouts::SENDMAIL,
@@ -282,6 +306,14 @@ impl FromStr for Profile {
 /// Each reply read restarts its wait, so every progress packet (`p`) at end of
 /// message gives the milter another `content` period; `eom` caps the whole end of
 /// message exchange as Sendmail's `E` timeout does.
+///
+/// ```
+/// use milter_blocking::client::Timeouts;
+/// use std::time::Duration;
+/// // Postfix's, with a tighter end of message.
+/// let t = Timeouts { eom: Some(Duration::from_secs(60)), ..Timeouts::POSTFIX };
+/// assert_eq!(t.command, Some(Duration::from_secs(30)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Connecting to the milter (TCP only; a Unix socket connects at once or fails).
@@ -322,6 +354,13 @@ impl Timeouts {
     };
 
     /// The same limit for everything (handy in tests).
+    ///
+    /// ```
+    /// use milter_blocking::client::Timeouts;
+    /// use std::time::Duration;
+    /// let t = Timeouts::uniform(Duration::from_secs(10));
+    /// assert_eq!(t.eom, Some(Duration::from_secs(10)));
+    /// ```
     pub const fn uniform(t: Duration) -> Timeouts {
         Timeouts {
             connect: t,
@@ -370,18 +409,40 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// A builder with the Postfix profile.
+    ///
+    /// ```
+    /// use milter_blocking::client::{ClientBuilder, Profile};
+    /// let builder = ClientBuilder::new().profile(Profile::Sendmail);
+    /// # let _ = builder;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The MTA to imitate (default [`Profile::Postfix`]); sets the offer,
     /// strictness, timeouts and macros not set explicitly.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, Profile};
+    /// let builder = Client::builder().profile(Profile::Minimal); // no macros, no extra aborts
+    /// # let _ = builder;
+    /// ```
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
         self
     }
 
     /// Offers exactly this (version, actions, protocol flags).
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, Profile};
+    /// use milter_blocking::Actions;
+    /// // Postfix's offer without the right to replace the body.
+    /// let mut offer = Profile::Postfix.offer();
+    /// offer.actions.remove(Actions::CHANGE_BODY);
+    /// let builder = Client::builder().offer(offer);
+    /// # let _ = builder;
+    /// ```
     pub fn offer(mut self, offer: OptNeg) -> Self {
         self.offer = Some(offer);
         self
@@ -390,18 +451,39 @@ impl ClientBuilder {
     /// Offers what Postfix offers at `milter_protocol = version` (2, 3, 4 or 6), or
     /// a future MTA's announcement (7, 8; see [`Profile::offer_for_version`]); any
     /// other version makes [`ClientBuilder::open`] fail with a misuse error.
+    ///
+    /// ```
+    /// use milter_blocking::client::Client;
+    /// // As Postfix with `milter_protocol = 2`: no DATA, no unknown commands, no skip.
+    /// let builder = Client::builder().offer_version(2);
+    /// # let _ = builder;
+    /// ```
     pub fn offer_version(mut self, version: u32) -> Self {
         self.offer_version = Some(version);
         self
     }
 
     /// How strictly to check the milter's packets.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, Profile};
+    /// let builder = Client::builder().strictness(Profile::Sendmail.strictness());
+    /// # let _ = builder;
+    /// ```
     pub fn strictness(mut self, strictness: Strictness) -> Self {
         self.strictness = Some(strictness);
         self
     }
 
     /// All timeouts at once.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, Timeouts};
+    /// use std::time::Duration;
+    /// // In a test: fail within 10 s rather than hang on a stuck milter.
+    /// let builder = Client::builder().timeouts(Timeouts::uniform(Duration::from_secs(10)));
+    /// # let _ = builder;
+    /// ```
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = Some(timeouts);
         self
@@ -413,24 +495,50 @@ impl ClientBuilder {
     }
 
     /// The connect timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = milter_blocking::client::Client::builder().connect_timeout(Duration::from_secs(2));
+    /// # let _ = builder;
+    /// ```
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.timeouts_mut().connect = t;
         self
     }
 
     /// The per-reply timeout for `O C H M R T U`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = milter_blocking::client::Client::builder().command_timeout(Duration::from_secs(5));
+    /// let patient = milter_blocking::client::Client::builder().command_timeout(None); // wait forever
+    /// # let _ = (builder, patient);
+    /// ```
     pub fn command_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.timeouts_mut().command = t.into();
         self
     }
 
     /// The per-reply timeout for `L N B E`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = milter_blocking::client::Client::builder().content_timeout(Duration::from_secs(60));
+    /// # let _ = builder;
+    /// ```
     pub fn content_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.timeouts_mut().content = t.into();
         self
     }
 
     /// The cap on the whole end-of-message exchange.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Sendmail's `E` timeout: the whole end of message, progress packets or not.
+    /// let builder = milter_blocking::client::Client::builder().eom_timeout(Duration::from_secs(300));
+    /// # let _ = builder;
+    /// ```
     pub fn eom_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.timeouts_mut().eom = t.into();
         self
@@ -438,12 +546,27 @@ impl ClientBuilder {
 
     /// Gives the macro `name` this value wherever a macro list (the profile's or
     /// the milter's symbol list) names it. `i` and `{i}` are the same name.
+    ///
+    /// ```
+    /// use milter_blocking::client::Client;
+    /// let builder = Client::builder()
+    ///     .macro_value("j", "mx.example.com")
+    ///     .macro_value("{auth_authen}", "alice");
+    /// # let _ = builder;
+    /// ```
     pub fn macro_value(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.macros.set_value(name, Some(value.as_ref()));
         self
     }
 
     /// Never sends the macro `name` (it has no value).
+    ///
+    /// ```
+    /// use milter_blocking::client::Client;
+    /// // As an MTA that does not resolve client names.
+    /// let builder = Client::builder().no_macro("{client_name}");
+    /// # let _ = builder;
+    /// ```
     pub fn no_macro(mut self, name: &str) -> Self {
         self.macros.set_value(name, None);
         self
@@ -452,12 +575,63 @@ impl ClientBuilder {
     /// Sends `name=value` in the `D` packet before every command of `stage`, in
     /// addition to the listed macros (and instead of a listed one of that name).
     /// Header, body and unknown-command macros go out with the codes `L`, `B`, `U`.
+    ///
+    /// ```
+    /// use milter_blocking::client::Client;
+    /// use milter_blocking::Stage;
+    /// let builder = Client::builder().stage_macro(Stage::Rcpt, "{rcpt_host}", "example.com");
+    /// # let _ = builder;
+    /// ```
     pub fn stage_macro(mut self, stage: Stage, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.macros.add_stage_pair(stage, name, value.as_ref());
         self
     }
 
     /// Connects to the milter at `target` and negotiates.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// use milter_blocking::client::{Client, Profile};
+    /// let client = Client::builder().profile(Profile::Sendmail).open(&spec)?;
+    /// client.quit()?;
+    ///
+    /// // Nothing listening: a connect error naming the socket.
+    /// let err = Client::open("unix:/nonexistent/milter.sock").unwrap_err();
+    /// assert!(err.to_string().contains("/nonexistent/milter.sock"));
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(self, target: impl ConnectTarget) -> Result<Client, ClientError> {
         let spec = target.to_spec()?;
         let timeouts = self.resolved_timeouts();
@@ -482,6 +656,19 @@ impl ClientBuilder {
 
     /// Negotiates over a stream the caller connected (a `UnixStream::pair()` half
     /// in a test, say).
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, ErrorKind};
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// // A fake milter that answers the negotiation with nonsense.
+    /// let (mta, mut milter) = UnixStream::pair()?;
+    /// milter.write_all(b"\0\0\0\x01z")?;
+    /// let err = Client::builder().over_stream(mta).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Protocol);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn over_stream(self, stream: impl Into<Stream>) -> Result<Client, ClientError> {
         let offer = self.resolved_offer()?;
         let strictness = self.strictness.unwrap_or(self.profile.strictness());

@@ -7,6 +7,24 @@ use milter_core::Modification;
 use std::borrow::Cow;
 
 /// What the milter answered to end of message.
+///
+/// ```
+/// use milter_blocking::client::{Decision, EomResult, Modification};
+/// let eom = EomResult {
+///     decision: Decision::Continue,
+///     modifications: vec![
+///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+///         Modification::Quarantine(b"review".to_vec()),
+///     ],
+///     progress: 0,
+///     header_leading_space: false,
+/// };
+/// assert_eq!(eom.added_header("X-Spam"), Some(&b"no"[..]));
+/// assert_eq!(eom.header_changes("Subject"), [(1, &b"[ok] hi"[..])]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EomResult {
     /// The final decision.
@@ -22,6 +40,28 @@ pub struct EomResult {
 }
 
 /// Whose rules [`EomResult::apply_with`] follows where the MTAs differ.
+///
+/// ```
+/// use milter_blocking::client::{ApplyRules, Decision, EomResult, Envelope, Message, Modification};
+/// let message = Message::parse(b"X-A: 1\r\nX-A: 2\r\nX-A: 3\r\n\r\n");
+/// // Delete the first X-A, then change "the second" one.
+/// let eom = EomResult {
+///     decision: Decision::Continue,
+///     modifications: vec![
+///         Modification::ChangeHeader { index: 1, name: b"X-A".to_vec(), value: vec![] },
+///         Modification::ChangeHeader { index: 2, name: b"X-A".to_vec(), value: b"new".to_vec() },
+///     ],
+///     progress: 0,
+///     header_leading_space: false,
+/// };
+/// let envelope = Envelope::new("a@example.org");
+/// let postfix = eom.apply_with(ApplyRules::Postfix, &message, &envelope).message;
+/// let sendmail = eom.apply_with(ApplyRules::Sendmail, &message, &envelope).message;
+/// // Postfix renumbers after the delete: "the second" is now the third.
+/// assert_eq!(postfix.header_all("X-A"), [&b"2"[..], &b"new"[..]]);
+/// // Sendmail still counts the deleted one: "the second" is the second.
+/// assert_eq!(sendmail.header_all("X-A"), [&b"new"[..], &b"3"[..]]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ApplyRules {
@@ -36,6 +76,27 @@ pub enum ApplyRules {
 }
 
 /// A message after the modifications: what the MTA would queue.
+///
+/// ```
+/// use milter_blocking::client::{Decision, EomResult, Modification};
+/// let eom = EomResult {
+///     decision: Decision::Continue,
+///     modifications: vec![
+///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+///         Modification::Quarantine(b"review".to_vec()),
+///     ],
+///     progress: 0,
+///     header_leading_space: false,
+/// };
+/// use milter_blocking::client::{Envelope, Message};
+/// let applied = eom.apply(&Message::parse(b"Subject: hi\r\n\r\nbody\r\n"), &Envelope::new("a@example.org").rcpt("sales@example.com"));
+/// assert_eq!(applied.message.header("X-Spam"), Some(&b"no"[..]));
+/// assert_eq!(applied.envelope.recipients[0].address, "<archive@example.com>");
+/// assert_eq!(applied.quarantine.as_deref(), Some(&b"review"[..]));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The message with headers changed and the body replaced.
@@ -49,6 +110,24 @@ pub struct Applied {
 impl EomResult {
     /// The value of the first header called `name` (any case) that was added or
     /// inserted.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.added_header("x-spam"), Some(&b"no"[..])); // any case
+    /// assert_eq!(eom.added_header("X-Other"), None);
+    /// ```
     pub fn added_header(&self, name: &str) -> Option<&[u8]> {
         self.modifications.iter().find_map(|m| match m {
             Modification::AddHeader { name: n, value }
@@ -88,6 +167,23 @@ impl EomResult {
 
     /// The change-header requests for `name` (any case), as (index, new value); an
     /// empty value is a delete.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.header_changes("subject"), [(1, &b"[ok] hi"[..])]);
+    /// ```
     pub fn header_changes(&self, name: &str) -> Vec<(u32, &[u8])> {
         self.modifications
             .iter()
@@ -103,6 +199,23 @@ impl EomResult {
     }
 
     /// The recipients added, with or without ESMTP arguments.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.added_rcpts(), [&b"<archive@example.com>"[..]]);
+    /// ```
     pub fn added_rcpts(&self) -> Vec<&[u8]> {
         self.modifications
             .iter()
@@ -116,6 +229,23 @@ impl EomResult {
     }
 
     /// The recipients deleted.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.deleted_rcpts(), [&b"<sales@example.com>"[..]]);
+    /// ```
     pub fn deleted_rcpts(&self) -> Vec<&[u8]> {
         self.modifications
             .iter()
@@ -127,6 +257,23 @@ impl EomResult {
     }
 
     /// The new envelope sender, if it was changed (the last change wins).
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.new_sender(), None); // the sender was not changed
+    /// ```
     pub fn new_sender(&self) -> Option<&[u8]> {
         self.modifications.iter().rev().find_map(|m| match m {
             Modification::ChangeFrom { from, .. } => Some(from.as_slice()),
@@ -136,6 +283,20 @@ impl EomResult {
 
     /// The replacement body as the milter sent it (all replacement-body packets
     /// concatenated), if it replaced the body.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::ReplaceBody(b"Hello, ".to_vec()),
+    ///         Modification::ReplaceBody(b"world.\r\n".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.new_body().as_deref(), Some(&b"Hello, world.\r\n"[..]));
+    /// ```
     pub fn new_body(&self) -> Option<Cow<'_, [u8]>> {
         let mut parts = self.modifications.iter().filter_map(|m| match m {
             Modification::ReplaceBody(b) => Some(b.as_slice()),
@@ -154,6 +315,23 @@ impl EomResult {
     }
 
     /// The quarantine reason, if the milter asked for quarantine.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// assert_eq!(eom.quarantine(), Some(&b"review"[..]));
+    /// ```
     pub fn quarantine(&self) -> Option<&[u8]> {
         self.modifications.iter().rev().find_map(|m| match m {
             Modification::Quarantine(r) => Some(r.as_slice()),
@@ -163,6 +341,28 @@ impl EomResult {
 
     /// Applies the modifications to `message` and `envelope` with Postfix's rules.
     /// See [`EomResult::apply_with`].
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// use milter_blocking::client::{Envelope, Message};
+    /// let message = Message::parse(b"Subject: hi\r\n\r\nbody\r\n");
+    /// let envelope = Envelope::new("a@example.org").rcpt("sales@example.com");
+    /// let queued = eom.apply(&message, &envelope);
+    /// assert_eq!(queued.message.header("Subject"), Some(&b"[ok] hi"[..]));
+    /// assert_eq!(queued.envelope.recipients.len(), 1); // sales@ out, archive@ in
+    /// ```
     pub fn apply(&self, message: &Message, envelope: &Envelope) -> Applied {
         self.apply_with(ApplyRules::Postfix, message, envelope)
     }
@@ -193,6 +393,27 @@ impl EomResult {
     ///   the LF dropped), every line ended by CRLF, an unterminated last line kept,
     ///   as Postfix stores it.
     /// - Quarantine: reported in [`Applied::quarantine`].
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, EomResult, Modification};
+    /// let eom = EomResult {
+    ///     decision: Decision::Continue,
+    ///     modifications: vec![
+    ///         Modification::AddHeader { name: b"X-Spam".to_vec(), value: b"no".to_vec() },
+    ///         Modification::ChangeHeader { index: 1, name: b"Subject".to_vec(), value: b"[ok] hi".to_vec() },
+    ///         Modification::AddRcpt(b"<archive@example.com>".to_vec()),
+    ///         Modification::DeleteRcpt(b"<sales@example.com>".to_vec()),
+    ///         Modification::Quarantine(b"review".to_vec()),
+    ///     ],
+    ///     progress: 0,
+    ///     header_leading_space: false,
+    /// };
+    /// use milter_blocking::client::{ApplyRules, Envelope, Message};
+    /// let message = Message::parse(b"Subject: hi\r\n\r\nbody\r\n");
+    /// let envelope = Envelope::new("a@example.org").rcpt("<sales@example.com>");
+    /// let queued = eom.apply_with(ApplyRules::Sendmail, &message, &envelope);
+    /// assert!(queued.message.to_bytes().starts_with(b"Subject: [ok] hi\r\n"));
+    /// ```
     pub fn apply_with(&self, rules: ApplyRules, message: &Message, envelope: &Envelope) -> Applied {
         // Deleted headers stay as tombstones so Sendmail's counting can see them;
         // Postfix's own Received: header counts for inserts only.

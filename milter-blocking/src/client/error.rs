@@ -13,6 +13,13 @@ use std::time::Duration;
 ///
 /// After any error but [`ClientError::Misuse`] the connection is unusable: further
 /// calls fail with a misuse error that names the first failure.
+///
+/// ```
+/// use milter_blocking::client::{Client, ErrorKind};
+/// let err = Client::open("unix:/nonexistent/milter.sock").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Connect);
+/// eprintln!("{err}"); // names the socket and the cause
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -70,6 +77,20 @@ pub enum ClientError {
 
 /// The family of a [`ClientError`], for callers that only branch on it (the
 /// `milter-check` exit code, for one).
+///
+/// ```
+/// use milter_blocking::client::{Client, ErrorKind};
+/// // milter-check turns the kind into its exit status, say.
+/// let status = match Client::open("unix:/nonexistent/milter.sock") {
+///     Ok(_) => 0,
+///     Err(e) => match e.kind() {
+///         ErrorKind::Connect => 69,
+///         ErrorKind::Timeout => 75,
+///         _ => 70,
+///     },
+/// };
+/// assert_eq!(status, 69);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -88,6 +109,12 @@ pub enum ErrorKind {
 
 impl ClientError {
     /// The family of this error.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Client, ErrorKind};
+    /// let err = Client::open("unix:/nonexistent/milter.sock").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Connect);
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Misuse(_) => ErrorKind::Misuse,
@@ -102,6 +129,20 @@ impl ClientError {
 
     /// The offending bytes of a protocol error (the first bytes a peer that is not
     /// a milter sent).
+    ///
+    /// ```
+    /// use milter_blocking::client::Client;
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// // A fake milter that answers the negotiation with an unknown reply `z`.
+    /// let (mta, mut milter) = UnixStream::pair()?;
+    /// milter.write_all(b"\0\0\0\x01z")?;
+    /// let err = Client::builder().over_stream(mta).unwrap_err();
+    /// println!("{err}: {:?}", err.offending_bytes());
+    /// assert!(err.offending_bytes().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn offending_bytes(&self) -> Option<&[u8]> {
         match self {
             ClientError::Protocol { bytes, .. } | ClientError::NotAMilter { bytes, .. } => {

@@ -31,6 +31,12 @@ pub struct HeaderField {
 
 impl HeaderField {
     /// A header as it would be written `name: value` (one space after the colon).
+    ///
+    /// ```
+    /// use milter_blocking::client::HeaderField;
+    /// let h = HeaderField::new("X-Spam", "no");
+    /// assert_eq!(h.to_string(), "X-Spam: no");
+    /// ```
     pub fn new(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> HeaderField {
         let mut raw_value = Vec::with_capacity(value.as_ref().len() + 1);
         raw_value.push(b' ');
@@ -43,12 +49,25 @@ impl HeaderField {
 
     /// The value as an MTA passes it to a milter without `HDR_LEADSPC`: with one
     /// leading space (never a tab) removed.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"Subject:  two spaces\r\n\r\n");
+    /// assert_eq!(m.headers[0].value(), b" two spaces"); // only one is removed
+    /// ```
     pub fn value(&self) -> &[u8] {
         self.raw_value.strip_prefix(b" ").unwrap_or(&self.raw_value)
     }
 
     /// The value as sent to a milter that did (`true`) or did not negotiate
     /// `HDR_LEADSPC`.
+    ///
+    /// ```
+    /// use milter_blocking::client::HeaderField;
+    /// let h = HeaderField::new("Subject", "hi");
+    /// assert_eq!(h.value_for_milter(true), b" hi");
+    /// assert_eq!(h.value_for_milter(false), b"hi");
+    /// ```
     pub fn value_for_milter(&self, leading_space: bool) -> &[u8] {
         if leading_space {
             &self.raw_value
@@ -75,11 +94,24 @@ impl HeaderField {
     }
 
     /// Whether the name is `name`, ignoring ASCII case.
+    ///
+    /// ```
+    /// use milter_blocking::client::HeaderField;
+    /// assert!(HeaderField::new("Content-Type", "text/plain").is("content-type"));
+    /// ```
     pub fn is(&self, name: impl AsRef<[u8]>) -> bool {
         self.name.eq_ignore_ascii_case(name.as_ref())
     }
 
     /// Appends the header as message text: `name:value` CRLF, folds as CRLF.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"Subject: a\n long one\n\n");
+    /// let mut out = Vec::new();
+    /// m.headers[0].write_to(&mut out);
+    /// assert_eq!(out, b"Subject: a\r\n long one\r\n");
+    /// ```
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.name);
         out.push(b':');
@@ -124,17 +156,36 @@ pub struct Message {
 
 impl Message {
     /// An empty message (no headers, no body).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::new().with_header("Subject", "hi").with_body("Hello.\n");
+    /// assert_eq!(m.body, b"Hello.\r\n");
+    /// ```
     pub fn new() -> Message {
         Message::default()
     }
 
     /// Appends a header (builder style).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::new().with_header("X-A", "1").with_header("X-A", "2");
+    /// assert_eq!(m.header_all("X-A"), [&b"1"[..], &b"2"[..]]);
+    /// ```
     pub fn with_header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Message {
         self.headers.push(HeaderField::new(name, value));
         self
     }
 
     /// Sets the body (builder style); bare LF line ends become CRLF.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// // A body bigger than one chunk.
+    /// let m = Message::new().with_header("Subject", "big").with_body(vec![b'x'; 100_000]);
+    /// assert_eq!(m.body_chunks().count(), 2);
+    /// ```
     pub fn with_body(mut self, body: impl AsRef<[u8]>) -> Message {
         self.body = to_crlf(body.as_ref());
         self
@@ -149,6 +200,13 @@ impl Message {
     /// headers are kept with LF + white space per fold; CRs before LFs are dropped.
     /// The body gets CRLF line ends, also on a last line that has none (as it
     /// arrives over SMTP); it is not dot-unstuffed (files are not dot-stuffed).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"From: a@example.org\nSubject: a\n folded one\n\nHello.\n");
+    /// assert_eq!(m.header("Subject"), Some(&b"a\n folded one"[..]));
+    /// assert_eq!(m.body, b"Hello.\r\n");
+    /// ```
     pub fn parse(bytes: &[u8]) -> Message {
         let mut rest = bytes;
         if rest.starts_with(b"From ") {
@@ -197,11 +255,28 @@ impl Message {
     }
 
     /// Reads and parses a message file (`.eml`).
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let path = std::env::temp_dir().join(format!("doc-{}.eml", std::process::id()));
+    /// std::fs::write(&path, "Subject: from a file\n\nHello.\n")?;
+    /// let m = Message::from_file(&path)?;
+    /// assert_eq!(m.header("subject"), Some(&b"from a file"[..]));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn from_file(path: impl AsRef<Path>) -> std::io::Result<Message> {
         Ok(Message::parse(&std::fs::read(path)?))
     }
 
     /// The value (leading space removed) of the first header called `name`.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"Received: a\r\nReceived: b\r\n\r\n");
+    /// assert_eq!(m.header("received"), Some(&b"a"[..]));
+    /// assert_eq!(m.header("Subject"), None);
+    /// ```
     pub fn header(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
         self.headers
             .iter()
@@ -210,6 +285,12 @@ impl Message {
     }
 
     /// The values of every header called `name`, in order.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"Received: a\r\nReceived: b\r\n\r\n");
+    /// assert_eq!(m.header_all("Received"), [&b"a"[..], &b"b"[..]]);
+    /// ```
     pub fn header_all(&self, name: impl AsRef<[u8]>) -> Vec<&[u8]> {
         self.headers
             .iter()
@@ -219,6 +300,13 @@ impl Message {
     }
 
     /// The body in the chunks an MTA sends: 65535 bytes each but the last.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::new().with_body(vec![b'x'; 70_000]);
+    /// let sizes: Vec<usize> = m.body_chunks().map(<[u8]>::len).collect();
+    /// assert_eq!(sizes, [65535, 4465]);
+    /// ```
     pub fn body_chunks(&self) -> std::slice::Chunks<'_, u8> {
         self.body.chunks(MAX_BODY_CHUNK)
     }
@@ -248,6 +336,12 @@ impl Message {
     }
 
     /// The message as text with CRLF line ends.
+    ///
+    /// ```
+    /// use milter_blocking::client::Message;
+    /// let m = Message::parse(b"Subject: hi\n\nHello.\n");
+    /// assert_eq!(m.to_bytes(), b"Subject: hi\r\n\r\nHello.\r\n");
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
         for h in &self.headers {
@@ -346,6 +440,12 @@ pub struct Address {
 
 impl Address {
     /// An address without parameters; angle brackets are added unless present.
+    ///
+    /// ```
+    /// use milter_blocking::client::Address;
+    /// assert_eq!(Address::new("a@example.org").address, "<a@example.org>");
+    /// assert_eq!(Address::new("").address, "<>"); // the null sender of bounces
+    /// ```
     pub fn new(address: &str) -> Address {
         let a = address.trim();
         let address = if a.starts_with('<') && a.ends_with('>') {
@@ -360,6 +460,12 @@ impl Address {
     }
 
     /// The token exactly as given (no brackets added).
+    ///
+    /// ```
+    /// use milter_blocking::client::Address;
+    /// // Without brackets, as some clients send it.
+    /// assert_eq!(Address::verbatim("a@example.org").address, "a@example.org");
+    /// ```
     pub fn verbatim(address: &str) -> Address {
         Address {
             address: address.to_string(),
@@ -369,6 +475,12 @@ impl Address {
 
     /// `address [PARAM ...]`, split at white space; brackets added as by
     /// [`Address::new`].
+    ///
+    /// ```
+    /// use milter_blocking::client::Address;
+    /// let a = Address::parse("<a@example.org> SIZE=100");
+    /// assert_eq!((a.address.as_str(), a.args.len()), ("<a@example.org>", 1));
+    /// ```
     pub fn parse(s: &str) -> Address {
         let mut words = s.split_whitespace();
         let mut a = Address::new(words.next().unwrap_or(""));
@@ -377,12 +489,23 @@ impl Address {
     }
 
     /// Adds an ESMTP parameter (builder style).
+    ///
+    /// ```
+    /// use milter_blocking::client::Address;
+    /// let a = Address::new("b@example.com").with_arg("NOTIFY=NEVER");
+    /// assert_eq!(a.to_string(), "<b@example.com> NOTIFY=NEVER");
+    /// ```
     pub fn with_arg(mut self, arg: &str) -> Address {
         self.args.push(arg.to_string());
         self
     }
 
     /// The address without angle brackets.
+    ///
+    /// ```
+    /// use milter_blocking::client::Address;
+    /// assert_eq!(Address::new("a@example.org").bare(), "a@example.org");
+    /// ```
     pub fn bare(&self) -> &str {
         let a = self.address.trim();
         a.strip_prefix('<')
@@ -431,6 +554,12 @@ impl ClientAddress {
 
     /// The address without the port (`192.0.2.1`, `2001:db8::1`, the path), as in
     /// the macro `{client_addr}`.
+    ///
+    /// ```
+    /// use milter_blocking::client::ClientAddress;
+    /// let a: ClientAddress = "[2001:db8::1]:25".parse().unwrap();
+    /// assert_eq!(a.addr_text(), "2001:db8::1");
+    /// ```
     pub fn addr_text(&self) -> String {
         match self {
             ClientAddress::Ip(a) => a.ip().to_string(),
@@ -440,6 +569,12 @@ impl ClientAddress {
     }
 
     /// The port (0 for non-IP clients).
+    ///
+    /// ```
+    /// use milter_blocking::client::ClientAddress;
+    /// assert_eq!("192.0.2.1:4711".parse::<ClientAddress>().unwrap().port(), 4711);
+    /// assert_eq!(ClientAddress::Unknown.port(), 0);
+    /// ```
     pub fn port(&self) -> u16 {
         match self {
             ClientAddress::Ip(a) => a.port(),
@@ -532,6 +667,13 @@ impl Envelope {
     /// An envelope from `sender` (parsed as by [`Address::parse`]) with no
     /// recipients, client `client.example.net [192.0.2.1]`, HELO
     /// `client.example.net`.
+    ///
+    /// ```
+    /// use milter_blocking::client::Envelope;
+    /// let e = Envelope::new("alice@example.org");
+    /// assert_eq!(e.sender.address, "<alice@example.org>");
+    /// assert!(e.recipients.is_empty());
+    /// ```
     pub fn new(sender: &str) -> Envelope {
         Envelope {
             client_name: "client.example.net".to_string(),
@@ -543,18 +685,37 @@ impl Envelope {
     }
 
     /// Adds a recipient, parsed as by [`Address::parse`] (builder style).
+    ///
+    /// ```
+    /// use milter_blocking::client::Envelope;
+    /// let e = Envelope::new("a@example.org").rcpt("b@example.com").rcpt("c@example.com NOTIFY=NEVER");
+    /// assert_eq!(e.recipients[1].args, ["NOTIFY=NEVER"]);
+    /// ```
     pub fn rcpt(mut self, rcpt: &str) -> Envelope {
         self.recipients.push(Address::parse(rcpt));
         self
     }
 
     /// Sets the HELO name (builder style).
+    ///
+    /// ```
+    /// use milter_blocking::client::Envelope;
+    /// let e = Envelope::new("a@example.org").helo("mail.example.org");
+    /// assert_eq!(e.helo.as_deref(), Some("mail.example.org"));
+    /// ```
     pub fn helo(mut self, helo: &str) -> Envelope {
         self.helo = Some(helo.to_string());
         self
     }
 
     /// Sets the client's name and address (builder style).
+    ///
+    /// ```
+    /// use milter_blocking::client::{ClientAddress, Envelope};
+    /// // A local client: milters often wave these through.
+    /// let e = Envelope::new("a@example.org").client("localhost", "127.0.0.1".parse::<ClientAddress>().unwrap());
+    /// assert_eq!(e.client_addr.addr_text(), "127.0.0.1");
+    /// ```
     pub fn client(mut self, name: &str, addr: ClientAddress) -> Envelope {
         self.client_name = name.to_string();
         self.client_addr = addr;

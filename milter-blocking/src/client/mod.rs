@@ -159,6 +159,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a stage call got.
+///
+/// ```
+/// use milter_blocking::client::{Decision, Response};
+/// let refused = Response::Replied(Decision::Reply(b"550 5.7.1 No thanks".to_vec()));
+/// assert!(refused.is_final());
+/// assert_eq!(refused.reply_code(), Some(550));
+/// assert_eq!(refused.to_string(), "reply 550 5.7.1 No thanks");
+/// assert!(!Response::NoReply.is_final());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Response {
     /// Not sent: the milter negotiated this stage away (or its version lacks it).
@@ -171,6 +180,12 @@ pub enum Response {
 
 impl Response {
     /// The milter's decision, if it answered.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, Response};
+    /// assert_eq!(Response::Replied(Decision::Tempfail).decision(), Some(&Decision::Tempfail));
+    /// assert_eq!(Response::Skipped.decision(), None);
+    /// ```
     pub fn decision(&self) -> Option<&Decision> {
         match self {
             Response::Replied(d) => Some(d),
@@ -180,11 +195,25 @@ impl Response {
 
     /// Whether the milter ended the message (or session, or this recipient) here:
     /// anything but continue, skip, no reply or not sent.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, Response};
+    /// assert!(Response::Replied(Decision::Reject).is_final());
+    /// assert!(!Response::Replied(Decision::Continue).is_final());
+    /// assert!(!Response::Replied(Decision::Skip).is_final());
+    /// ```
     pub fn is_final(&self) -> bool {
         self.decision().is_some_and(Decision::is_final)
     }
 
     /// The SMTP reply text of a `y` answer.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, Response};
+    /// let r = Response::Replied(Decision::Reply(b"451 4.7.1 Try later".to_vec()));
+    /// assert_eq!(r.reply_text(), Some(&b"451 4.7.1 Try later"[..]));
+    /// assert_eq!(Response::Replied(Decision::Reject).reply_text(), None);
+    /// ```
     pub fn reply_text(&self) -> Option<&[u8]> {
         match self {
             Response::Replied(Decision::Reply(t)) => Some(t),
@@ -193,6 +222,12 @@ impl Response {
     }
 
     /// The three-digit code of a `y` answer.
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, Response};
+    /// let r = Response::Replied(Decision::Reply(b"451 4.7.1 Try later".to_vec()));
+    /// assert_eq!(r.reply_code(), Some(451));
+    /// ```
     pub fn reply_code(&self) -> Option<u16> {
         let t = self.reply_text()?;
         std::str::from_utf8(t.get(..3)?).ok()?.parse().ok()
@@ -217,6 +252,53 @@ impl fmt::Display for Response {
 }
 
 /// What [`Client::body_chunks`] did.
+///
+/// ```
+/// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+/// # #[derive(Milter, Default)]
+/// # #[milter(actions(add_header))]
+/// # struct Judge;
+/// # #[handlers]
+/// # impl Milter for Judge {
+/// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+/// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+/// #         if from.address == b"<spammer@example.org>" {
+/// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+/// #         }
+/// #         Ok(Status::Continue)
+/// #     }
+/// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+/// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+/// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+/// #         ctx.add_header("X-Checked", "yes")?;
+/// #         Ok(Status::Continue)
+/// #     }
+/// # }
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// # let mut client = milter_blocking::client::Client::open(&spec)?;
+/// # client.connect("client.example.net", &Default::default())?;
+/// # client.mail("<alice@example.org>")?;
+/// # client.rcpt("<bob@example.com>")?;
+/// # client.data()?;
+/// # client.eoh()?;
+/// let outcome = client.body_chunks(b"Hello.\r\n")?;
+/// assert_eq!(outcome.chunks, 1);
+/// assert!(outcome.response.is_some_and(|r| !r.is_final()));
+/// # client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyOutcome {
     /// How many chunks were sent.
@@ -244,6 +326,68 @@ impl fmt::Display for Activity {
 }
 
 /// The MTA side of one milter connection. See the [module documentation](self).
+///
+/// ```
+/// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+/// # #[derive(Milter, Default)]
+/// # #[milter(actions(add_header))]
+/// # struct Judge;
+/// # #[handlers]
+/// # impl Milter for Judge {
+/// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+/// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+/// #         if from.address == b"<spammer@example.org>" {
+/// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+/// #         }
+/// #         Ok(Status::Continue)
+/// #     }
+/// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+/// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+/// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+/// #         ctx.add_header("X-Checked", "yes")?;
+/// #         Ok(Status::Continue)
+/// #     }
+/// # }
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// use milter_blocking::client::{Client, Decision, Envelope, Message, Verdict};
+///
+/// // `spec`: where the milter listens, e.g. "inet:7357@127.0.0.1".
+/// let mut client = Client::open(&spec)?;
+///
+/// // A whole message, as the MTA would send it.
+/// let envelope = Envelope::new("alice@example.org").rcpt("bob@example.com");
+/// let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+/// let transcript = client.send_message(&envelope, &message)?;
+/// assert_eq!(transcript.verdict, Verdict::Accept);
+///
+/// // Or stage by stage.
+/// client.mail("<spammer@example.org>")?;
+/// // (the refusal ends the message)
+/// client.abort()?;
+/// client.mail("<alice@example.org>")?;
+/// client.rcpt("<bob@example.com>")?;
+/// client.data()?;
+/// client.header("Subject", "hi")?;
+/// client.eoh()?;
+/// client.body("Hello.\r\n")?;
+/// let eom = client.eom()?;
+/// assert_eq!(eom.decision, Decision::Continue);
+/// assert!(eom.has_added_header("X-Checked", "yes"));
+/// client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Client {
     stream: Stream,
@@ -303,11 +447,101 @@ static QUEUE_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Client {
     /// A builder to choose the profile, offer, timeouts and macros.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    ///
+    /// use milter_blocking::client::{Client, Profile, Timeouts};
+    /// use std::time::Duration;
+    /// let client = Client::builder()
+    ///     .profile(Profile::Sendmail)
+    ///     .timeouts(Timeouts::uniform(Duration::from_secs(10)))
+    ///     .open(&spec)?;
+    /// # let client = client;
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> ClientBuilder {
         ClientBuilder::new()
     }
 
     /// Connects with the defaults (Postfix 3.7) and negotiates.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    ///
+    /// use milter_blocking::client::Client;
+    /// // A socket spec as text ("inet:7357@127.0.0.1", "unix:/run/milter.sock") or a
+    /// // SocketSpec.
+    /// let client = Client::open(&spec)?;
+    /// println!("the milter asked for actions {:?}", client.negotiated().actions);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(target: impl ConnectTarget) -> Result<Client, ClientError> {
         ClientBuilder::new().open(target)
     }
@@ -387,59 +621,525 @@ impl Client {
     /// stages it skips ([`ClientNegotiated::skipped`]) and does not answer
     /// ([`ClientNegotiated::no_reply`]), and the macros it asked for
     /// ([`ClientNegotiated::macros_for`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::{Actions, Stages};
+    /// let n = client.negotiated();
+    /// assert_eq!(n.actions, Actions::ADD_HEADER);
+    /// // The milter has no handler for unknown commands: the MTA does not send them.
+    /// assert!(n.skipped.contains(Stages::UNKNOWN));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn negotiated(&self) -> &ClientNegotiated {
         &self.negotiated
     }
 
     /// What the client offered.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// // The Postfix profile offers protocol version 6.
+    /// assert_eq!(client.offer().version, 6);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn offer(&self) -> &OptNeg {
         self.session.offer()
     }
 
     /// The MTA this client imitates.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::client::Profile;
+    /// assert_eq!(client.profile(), Profile::Postfix);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn profile(&self) -> Profile {
         self.profile
     }
 
     /// The timeouts in force.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::client::Timeouts;
+    /// assert_eq!(client.timeouts(), Timeouts::POSTFIX);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
 
     /// Changes the timeouts.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::client::Timeouts;
+    /// use std::time::Duration;
+    /// // A short leash for the next exchanges.
+    /// client.set_timeouts(Timeouts::uniform(Duration::from_secs(5)));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.timeouts = timeouts;
     }
 
     /// Gives the macro `name` this value wherever a macro list names it (see
     /// [`ClientBuilder::macro_value`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// // From now on, the milter sees this login wherever it asked for the macro.
+    /// client.set_macro_value("{auth_authen}", "alice");
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_macro_value(&mut self, name: &str, value: impl AsRef<[u8]>) {
         self.macros.set_value(name, Some(value.as_ref()));
     }
 
     /// Never sends the macro `name`.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// // Behave as an MTA that does not know the client's name.
+    /// client.unset_macro("{client_name}");
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unset_macro(&mut self, name: &str) {
         self.macros.set_value(name, None);
     }
 
     /// Sends `name=value` before every command of `stage` (see
     /// [`ClientBuilder::stage_macro`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::Stage;
+    /// client.set_stage_macro(Stage::Mail, "{auth_type}", "PLAIN");
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_stage_macro(&mut self, stage: Stage, name: &str, value: impl AsRef<[u8]>) {
         self.macros.add_stage_pair(stage, name, value.as_ref());
     }
 
     /// Forgets the macros set with [`Client::set_stage_macro`] for `stage`.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::Stage;
+    /// client.set_stage_macro(Stage::Mail, "{auth_type}", "PLAIN");
+    /// client.clear_stage_macros(Stage::Mail);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clear_stage_macros(&mut self, stage: Stage) {
         self.macros.clear_stage(stage);
     }
 
     /// Whether the milter is inside a message as far as the client knows: after
     /// `mail`, until end of message, abort, or a final decision for the message.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// assert!(!client.in_message());
+    /// client.mail("<alice@example.org>")?;
+    /// assert!(client.in_message());
+    /// client.abort()?;
+    /// assert!(!client.in_message());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn in_message(&self) -> bool {
         self.in_message
     }
 
     /// The queue id (macro `i`) of the current or last message.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// client.mail("<alice@example.org>")?;
+    /// // A new, made-up queue id per message, sent as macro `i`.
+    /// println!("queue id {}", client.queue_id());
+    /// assert!(!client.queue_id().is_empty());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_id(&self) -> &str {
         &self.state.queue_id
     }
@@ -473,6 +1173,49 @@ impl Client {
     ///
     /// With the Sendmail profile an IPv6 address is sent with the `IPv6:` prefix and
     /// an IPv4-mapped one as family `4`; Postfix sends plain IPv6 text.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// use milter_blocking::client::{ClientAddress, Decision, Response};
+    /// let addr: ClientAddress = "192.0.2.1".parse()?;
+    /// let r = client.connect("reject.example", &addr)?;
+    /// assert_eq!(r, Response::Replied(Decision::Reject));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(
         &mut self,
         hostname: &str,
@@ -531,17 +1274,144 @@ impl Client {
     }
 
     /// Sends the HELO/EHLO argument (`H`).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// assert!(!client.helo("client.example.net")?.is_final());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn helo(&mut self, name: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         self.exchange(Stage::Helo, &Command::Helo(name.as_ref()))
     }
 
     /// Sends MAIL FROM (`M`) without ESMTP parameters. Starts a new message: a new
     /// queue id, fresh per-message macros.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// let r = client.mail("<spammer@example.org>")?;
+    /// assert_eq!(r.reply_code(), Some(550));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn mail(&mut self, sender: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         self.mail_with_args::<&[u8]>(sender, &[])
     }
 
     /// Sends MAIL FROM (`M`) with ESMTP parameters, one per element (`SIZE=100`).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// let r = client.mail_with_args("<alice@example.org>", &["SIZE=1000", "BODY=8BITMIME"])?;
+    /// assert!(!r.is_final());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn mail_with_args<A: AsRef<[u8]>>(
         &mut self,
         sender: impl AsRef<[u8]>,
@@ -564,12 +1434,100 @@ impl Client {
     }
 
     /// Sends RCPT TO (`R`) without ESMTP parameters.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// client.mail("<alice@example.org>")?;
+    /// assert!(client.rcpt("<nobody@example.com>")?.is_final()); // this recipient is refused
+    /// assert!(!client.rcpt("<bob@example.com>")?.is_final()); // the message goes on
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rcpt(&mut self, rcpt: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         self.rcpt_with_args::<&[u8]>(rcpt, &[])
     }
 
     /// Sends RCPT TO (`R`) with ESMTP parameters, one per element
     /// (`NOTIFY=NEVER`).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// client.mail("<alice@example.org>")?;
+    /// let r = client.rcpt_with_args("<bob@example.com>", &["NOTIFY=SUCCESS,FAILURE"])?;
+    /// assert!(!r.is_final());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rcpt_with_args<A: AsRef<[u8]>>(
         &mut self,
         rcpt: impl AsRef<[u8]>,
@@ -625,6 +1583,50 @@ impl Client {
     }
 
     /// Sends DATA (`T`; only to milters of version 4 and later).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// assert!(!client.data()?.is_final());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn data(&mut self) -> Result<Response, ClientError> {
         self.advance(Stage::Data);
         self.message_exchange(Stage::Data, &Command::Data)
@@ -633,6 +1635,53 @@ impl Client {
     /// Sends one header (`L`). The value goes out exactly as given: without
     /// `HDR_LEADSPC` an MTA has removed one leading space, and folds are LF +
     /// white space ([`HeaderField::value_for_milter`] gives that form).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// # client.data()?;
+    /// client.header("From", "Alice <alice@example.org>")?;
+    /// // A folded header: folds as LF and white space, as the MTAs send them.
+    /// client.header("Subject", "a long\n subject")?;
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header(
         &mut self,
         name: impl AsRef<[u8]>,
@@ -647,6 +1696,52 @@ impl Client {
     }
 
     /// Sends end of headers (`N`).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// # client.data()?;
+    /// client.header("Subject", "hi")?;
+    /// assert!(!client.eoh()?.is_final());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn eoh(&mut self) -> Result<Response, ClientError> {
         self.advance(Stage::Eoh);
         self.message_exchange(Stage::Eoh, &Command::Eoh)
@@ -654,6 +1749,55 @@ impl Client {
 
     /// Sends one body chunk (`B`) of 1 to 65535 bytes (CRLF line ends, as MTAs
     /// send them). Other sizes are refused as misuse.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// # client.data()?;
+    /// # client.header("Subject", "hi")?;
+    /// # client.eoh()?;
+    /// assert!(!client.body("Hello.\r\n")?.is_final());
+    /// // Nothing over 65535 bytes in one chunk: that is misuse.
+    /// assert!(client.body(vec![b'x'; 70_000]).is_err());
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn body(&mut self, chunk: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         let chunk = chunk.as_ref();
         let first = self.state.phase.is_none_or(|p| p < Stage::Body);
@@ -677,6 +1821,54 @@ impl Client {
     /// Sends a whole body in chunks of 65535 bytes (the last one shorter), as both
     /// MTAs do; stops after a chunk whose answer is not continue (skip, or a final
     /// decision). An empty body sends nothing.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// # client.data()?;
+    /// # client.header("Subject", "hi")?;
+    /// # client.eoh()?;
+    /// let outcome = client.body_chunks(&vec![b'x'; 100_000])?;
+    /// assert_eq!(outcome.chunks, 2); // 65535 + 34465 bytes
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn body_chunks(&mut self, body: &[u8]) -> Result<BodyOutcome, ClientError> {
         let mut out = BodyOutcome {
             chunks: 0,
@@ -698,6 +1890,57 @@ impl Client {
     /// Sends end of message (`E`) and collects the milter's modifications, progress
     /// packets and final decision. Each packet read restarts the content timeout;
     /// the end-of-message timeout, if set, caps the whole exchange.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// # client.mail("<alice@example.org>")?;
+    /// # client.rcpt("<bob@example.com>")?;
+    /// # client.data()?;
+    /// # client.header("Subject", "hi")?;
+    /// # client.eoh()?;
+    /// use milter_blocking::client::Decision;
+    /// client.body("Hello.\r\n")?;
+    /// let eom = client.eom()?;
+    /// assert_eq!(eom.decision, Decision::Continue);
+    /// assert_eq!(eom.added_header("X-Checked"), Some(&b"yes"[..]));
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn eom(&mut self) -> Result<EomResult, ClientError> {
         self.advance(Stage::Eom);
         let what = Activity::Stage(Stage::Eom);
@@ -745,6 +1988,50 @@ impl Client {
     /// Sends nothing once the MTA closed the connection ([`Client::closed_by_mta`]).
     /// Sends nothing either to a milter Sendmail no longer talks to (after a skip
     /// before the message content).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// client.mail("<alice@example.org>")?;
+    /// // The SMTP client sent RSET: the message is abandoned.
+    /// client.abort()?;
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&mut self) -> Result<(), ClientError> {
         if self.closed_by_mta.is_none() && !self.silenced() {
             self.control(Command::Abort, "abort")?;
@@ -758,6 +2045,46 @@ impl Client {
     /// abort goes first, as Postfix sends one when the SMTP client quits (observed
     /// with 3.7.11: `... E A A Q`). Sends nothing if the MTA already closed the
     /// connection ([`Client::closed_by_mta`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// client.quit()?;
+    ///
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn quit(mut self) -> Result<(), ClientError> {
         if self.closed_by_mta.is_some() {
             return Ok(());
@@ -775,6 +2102,50 @@ impl Client {
     /// negotiated options stay; the next session starts with [`Client::connect`].
     /// (Neither Postfix nor Sendmail sends it; libmilter honours it only after end
     /// of message or an unknown command.)
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// // End this session, keep the connection; the next session starts with connect.
+    /// client.quit_new_connection()?;
+    /// client.connect("other.example.net", &Default::default())?;
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn quit_new_connection(&mut self) -> Result<(), ClientError> {
         self.control(Command::QuitNewConnection, "quit-new-connection")?;
         self.session_started = false;
@@ -787,6 +2158,50 @@ impl Client {
 
     /// Sends an SMTP command the MTA does not know (`U`, the whole line without
     /// CRLF; only to milters of version 3 and later).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// # let mut client = milter_blocking::client::Client::open(&spec)?;
+    /// # client.connect("client.example.net", &Default::default())?;
+    /// # client.helo("client.example.net")?;
+    /// use milter_blocking::client::Response;
+    /// // This milter has no handler for unknown commands, so none is sent.
+    /// assert_eq!(client.unknown("XFOO bar")?, Response::Skipped);
+    /// # client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unknown(&mut self, line: impl AsRef<[u8]>) -> Result<Response, ClientError> {
         self.exchange(Stage::Unknown, &Command::Unknown(line.as_ref()))
     }

@@ -7,6 +7,53 @@ use milter_core::{ProtocolOpts, Stage};
 use std::fmt;
 
 /// One command sent by [`Client::send_message`] and its response.
+///
+/// ```
+/// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+/// # #[derive(Milter, Default)]
+/// # #[milter(actions(add_header))]
+/// # struct Judge;
+/// # #[handlers]
+/// # impl Milter for Judge {
+/// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+/// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+/// #         if from.address == b"<spammer@example.org>" {
+/// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+/// #         }
+/// #         Ok(Status::Continue)
+/// #     }
+/// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+/// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+/// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+/// #         ctx.add_header("X-Checked", "yes")?;
+/// #         Ok(Status::Continue)
+/// #     }
+/// # }
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// use milter_blocking::client::{Client, Envelope, Message};
+/// use milter_blocking::Stage;
+/// let mut client = Client::open(&spec)?;
+/// let envelope = Envelope::new("alice@example.org").rcpt("bob@example.com");
+/// let transcript = client.send_message(&envelope, &Message::parse(b"Subject: hi\r\n\r\nHello.\r\n"))?;
+/// for step in &transcript.steps {
+///     println!("{} #{}: {}", step.stage, step.index, step.response);
+/// }
+/// assert_eq!(transcript.steps.last().map(|s| s.stage), Some(Stage::Eom));
+/// client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// The stage.
@@ -19,6 +66,14 @@ pub struct Step {
 }
 
 /// The outcome of a message as the SMTP client would see it.
+///
+/// ```
+/// use milter_blocking::client::Verdict;
+/// use milter_blocking::Stage;
+/// let v = Verdict::Reject { stage: Stage::Rcpt, reply: Some(b"550 5.1.1 No such user".to_vec()) };
+/// assert_eq!(v.name(), "reject");
+/// assert!(!v.is_delivered());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Verdict {
@@ -57,6 +112,11 @@ pub enum Verdict {
 impl Verdict {
     /// A short name: `accept`, `quarantine`, `reject`, `tempfail`, `discard`,
     /// `shutdown`.
+    ///
+    /// ```
+    /// use milter_blocking::client::Verdict;
+    /// assert_eq!(Verdict::Accept.name(), "accept");
+    /// ```
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Accept => "accept",
@@ -69,12 +129,29 @@ impl Verdict {
     }
 
     /// Whether the message is queued (accepted, possibly quarantined).
+    ///
+    /// ```
+    /// use milter_blocking::client::Verdict;
+    /// use milter_blocking::Stage;
+    /// assert!(Verdict::Quarantine(b"review".to_vec()).is_delivered());
+    /// assert!(!Verdict::Discard { stage: Stage::Eom }.is_delivered());
+    /// ```
     pub fn is_delivered(&self) -> bool {
         matches!(self, Verdict::Accept | Verdict::Quarantine(_))
     }
 
     /// The verdict a final decision at `stage` means (`None` for continue and
     /// skip).
+    ///
+    /// ```
+    /// use milter_blocking::client::{Decision, Verdict};
+    /// use milter_blocking::Stage;
+    /// assert_eq!(Verdict::from_decision(Stage::Mail, &Decision::Continue), None);
+    /// assert_eq!(
+    ///     Verdict::from_decision(Stage::Mail, &Decision::Reply(b"451 4.7.1 Later".to_vec())),
+    ///     Some(Verdict::Tempfail { stage: Stage::Mail, reply: Some(b"451 4.7.1 Later".to_vec()) })
+    /// );
+    /// ```
     pub fn from_decision(stage: Stage, d: &Decision) -> Option<Verdict> {
         Some(match d {
             Decision::Continue | Decision::Skip => return None,
@@ -116,6 +193,53 @@ impl fmt::Display for Verdict {
 
 /// What [`Client::send_message`] did: every step, the end-of-message result (if
 /// the message got that far) and the verdict.
+///
+/// ```
+/// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+/// # #[derive(Milter, Default)]
+/// # #[milter(actions(add_header))]
+/// # struct Judge;
+/// # #[handlers]
+/// # impl Milter for Judge {
+/// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+/// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+/// #         if from.address == b"<spammer@example.org>" {
+/// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+/// #         }
+/// #         Ok(Status::Continue)
+/// #     }
+/// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+/// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+/// #     }
+/// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+/// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+/// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+/// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+/// #         ctx.add_header("X-Checked", "yes")?;
+/// #         Ok(Status::Continue)
+/// #     }
+/// # }
+/// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+/// # let (spec, handle) = (server.local_spec(), server.handle());
+/// # let running = std::thread::spawn(move || server.run());
+/// use milter_blocking::client::{Client, Envelope, Message, Verdict};
+/// let mut client = Client::open(&spec)?;
+/// let envelope = Envelope::new("alice@example.org")
+///     .rcpt("nobody@example.com")
+///     .rcpt("bob@example.com");
+/// let t = client.send_message(&envelope, &Message::parse(b"Subject: hi\r\n\r\nHello.\r\n"))?;
+/// assert_eq!(t.verdict, Verdict::Accept);
+/// assert_eq!(t.accepted_rcpts, [1]); // nobody@ was refused, the message went on
+/// assert!(t.eom.as_ref().is_some_and(|e| e.has_added_header("X-Checked", "yes")));
+/// client.quit()?;
+/// # handle.shutdown(std::time::Duration::ZERO);
+/// # running.join().expect("the server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transcript {
     /// The commands sent, in order, with their responses.
@@ -150,6 +274,51 @@ impl Transcript {
     }
 
     /// The response of the first step of `stage`.
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// use milter_blocking::client::{Client, Envelope, Message};
+    /// use milter_blocking::Stage;
+    /// let mut client = Client::open(&spec)?;
+    /// let envelope = Envelope::new("spammer@example.org").rcpt("bob@example.com");
+    /// let t = client.send_message(&envelope, &Message::parse(b"Subject: buy\r\n\r\nnow\r\n"))?;
+    /// assert_eq!(t.response(Stage::Mail).and_then(|r| r.reply_code()), Some(550));
+    /// assert_eq!(t.response(Stage::Data), None); // never got that far
+    /// client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn response(&self, stage: Stage) -> Option<&Response> {
         self.steps
             .iter()
@@ -160,6 +329,51 @@ impl Transcript {
     /// The message and envelope the MTA would queue, `None` if it would not queue
     /// any: the accepted recipients only, and the end-of-message modifications
     /// applied with `rules` (see [`EomResult::apply_with`]).
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// use milter_blocking::client::{ApplyRules, Client, Envelope, Message};
+    /// let mut client = Client::open(&spec)?;
+    /// let envelope = Envelope::new("alice@example.org").rcpt("bob@example.com");
+    /// let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// let t = client.send_message(&envelope, &message)?;
+    /// let queued = t.delivered(ApplyRules::Postfix, &message, &envelope).expect("delivered");
+    /// assert_eq!(queued.message.header("X-Checked"), Some(&b"yes"[..]));
+    /// client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delivered(
         &self,
         rules: ApplyRules,
@@ -227,6 +441,56 @@ impl Client {
     /// let t = c.send_message(&Envelope::new("a@example.org").rcpt("b@example.com"), &msg)?;
     /// assert_eq!(t.verdict, Verdict::Accept);
     /// # Ok::<(), milter_blocking::client::ClientError>(())
+    /// ```
+    ///
+    /// ```
+    /// # use milter_blocking::{handlers, ConnectAddr, Context, EnvelopeAddr, EomContext, HandlerResult, Header, Milter, Status};
+    /// # #[derive(Milter, Default)]
+    /// # #[milter(actions(add_header))]
+    /// # struct Judge;
+    /// # #[handlers]
+    /// # impl Milter for Judge {
+    /// #     fn connect(&mut self, _: &mut Context<'_>, host: &[u8], _: ConnectAddr<'_>) -> Status {
+    /// #         if host == b"reject.example" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn helo(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn mail(&mut self, _: &mut Context<'_>, from: &EnvelopeAddr<'_>) -> HandlerResult {
+    /// #         if from.address == b"<spammer@example.org>" {
+    /// #             return Ok(Status::reply(550, Some("5.7.1"), "Sender blocked")?);
+    /// #         }
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// #     fn rcpt(&mut self, _: &mut Context<'_>, rcpt: &EnvelopeAddr<'_>) -> Status {
+    /// #         if rcpt.address == b"<nobody@example.com>" { Status::Reject } else { Status::Continue }
+    /// #     }
+    /// #     fn data(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn header(&mut self, _: &mut Context<'_>, _: &Header<'_>) -> Status { Status::Continue }
+    /// #     fn eoh(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    /// #     fn body(&mut self, _: &mut Context<'_>, _: &[u8]) -> Status { Status::Continue }
+    /// #     fn eom(&mut self, ctx: &mut EomContext<'_, Self>) -> HandlerResult {
+    /// #         ctx.add_header("X-Checked", "yes")?;
+    /// #         Ok(Status::Continue)
+    /// #     }
+    /// # }
+    /// # let server = milter_blocking::Server::builder().listen("inet:0@127.0.0.1")?.build(Judge::default)?;
+    /// # let (spec, handle) = (server.local_spec(), server.handle());
+    /// # let running = std::thread::spawn(move || server.run());
+    /// use milter_blocking::client::{Client, Envelope, Message, Verdict};
+    /// use milter_blocking::Stage;
+    /// let mut client = Client::open(&spec)?;
+    /// // One connection, several messages, as an MTA sends them on one SMTP session.
+    /// let message = Message::parse(b"Subject: hi\r\n\r\nHello.\r\n");
+    /// let ok = client.send_message(&Envelope::new("alice@example.org").rcpt("bob@example.com"), &message)?;
+    /// assert_eq!(ok.verdict, Verdict::Accept);
+    /// let spam = client.send_message(&Envelope::new("spammer@example.org").rcpt("bob@example.com"), &message)?;
+    /// assert_eq!(
+    ///     spam.verdict,
+    ///     Verdict::Reject { stage: Stage::Mail, reply: Some(b"550 5.7.1 Sender blocked".to_vec()) }
+    /// );
+    /// client.quit()?;
+    /// # handle.shutdown(std::time::Duration::ZERO);
+    /// # running.join().expect("the server thread")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_message(
         &mut self,

@@ -9,8 +9,22 @@ use std::time::Duration;
 
 /// A connected socket a [`Client`](super::Client) can talk over.
 ///
-/// Built by [`Client::connect`](super::Client::connect), or from a stream the caller
+/// Built by [`ClientBuilder::open`](super::ClientBuilder::open), or from a stream the caller
 /// made (`UnixStream::pair()` in a test) with `Stream::from`.
+///
+/// ```
+/// use milter_blocking::client::{Client, Stream};
+/// use std::io::Write;
+/// use std::os::unix::net::UnixStream;
+///
+/// // A milter played by hand: it answers the negotiation with version 6, no
+/// // actions, every stage wanted.
+/// let (mta, mut milter) = UnixStream::pair()?;
+/// milter.write_all(b"\0\0\0\x0dO\0\0\0\x06\0\0\0\0\0\0\0\0")?;
+/// let client = Client::builder().over_stream(Stream::from(mta))?;
+/// assert_eq!(client.negotiated().version, 6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP connection.
