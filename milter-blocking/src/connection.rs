@@ -15,7 +15,7 @@ use milter_core::{Stage, Status};
 use std::any::Any;
 use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,14 +55,8 @@ pub(crate) fn serve<M: Milter>(
     live: &LiveConnection,
     stopping: &AtomicBool,
 ) {
-    // The read timeout is the watchdog's, unless the registry could not keep
-    // a duplicate of the socket to cut it with (out of descriptors): then the
-    // kernel's.
-    let kernel_read_timeout = match &config.read_watch {
-        Some(w) if !live.can_be_cut() => Some(w.limit()),
-        _ => None,
-    };
-    if let Err(e) = stream.set_timeouts(kernel_read_timeout, config.write_timeout) {
+    // The read timeout is kept by the watchdog (see `read_watch.rs`).
+    if let Err(e) = stream.set_timeouts(None, config.write_timeout) {
         log::warn!("{info}: cannot set socket timeouts: {e}");
         return;
     }
@@ -108,10 +102,26 @@ impl<M: Milter> Connection<'_, M> {
 
     fn run(&mut self, stopping: &AtomicBool) {
         let mut decoder = FrameDecoder::with_max_payload(self.config.max_payload);
+        // The last command was a macro packet: the command it belongs to follows.
+        let mut after_macros = false;
         loop {
+            // Idle only while waiting for the first byte of a new command
+            // outside a message (see `registry.rs`).
+            let waiting = !self.session.in_message() && decoder.buffered() == 0 && !after_macros;
+            if waiting {
+                decoder.shrink_to(KEEP_READ_BUFFER);
+                if !self.live.wait_for_command(stopping) {
+                    log::debug!("{}: closing for shutdown", self.info);
+                    return self.end_of_input();
+                }
+            }
             let read = self.read_input(decoder.spare());
             let n = match read {
                 Ok(0) if self.live.read_timed_out() => return self.read_timed_out(),
+                Ok(0) if self.live.closed_for_shutdown() => {
+                    log::debug!("{}: closing for shutdown", self.info);
+                    return self.end_of_input();
+                }
                 Ok(0) => {
                     if decoder.buffered() > 0 {
                         log::warn!(
@@ -125,21 +135,17 @@ impl<M: Milter> Connection<'_, M> {
                     return self.end_of_input();
                 }
                 Ok(n) => n,
-                // The kernel's read timeout (see `serve`).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return self.read_timed_out()
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("{}: read error: {e}", self.tag());
                     return self.end_of_input();
                 }
             };
+            if waiting && !self.live.command_arrived() {
+                // The shutdown closed the connection as the bytes arrived.
+                log::debug!("{}: closing for shutdown", self.info);
+                return self.end_of_input();
+            }
             decoder.commit(n);
             loop {
                 let frame = match decoder.next_frame() {
@@ -155,6 +161,7 @@ impl<M: Milter> Connection<'_, M> {
                     }
                 };
                 log::trace!("{}: command {:?}", self.info, frame.code as char);
+                after_macros = frame.code == b'D';
                 match self.command(frame) {
                     Flow::Go => {}
                     Flow::Close => {
@@ -173,13 +180,6 @@ impl<M: Milter> Connection<'_, M> {
                 return self.end_of_input();
             }
             self.live.set_position(self.session.position());
-            if !self.session.in_message() {
-                decoder.shrink_to(KEEP_READ_BUFFER);
-                if stopping.load(Ordering::Relaxed) && decoder.buffered() == 0 {
-                    log::debug!("{}: closing for shutdown", self.info);
-                    return self.end_of_input();
-                }
-            }
         }
     }
 

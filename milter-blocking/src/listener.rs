@@ -8,6 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a blocking `accept` waits before the server checks for shutdown.
@@ -170,9 +171,9 @@ impl Listener {
                             sock.set_tcp_keepalive(&ka)?;
                         }
                         let stream: TcpStream = sock.into();
-                        Ok(Some(Stream::Tcp(stream, addr.as_socket())))
+                        Ok(Some(Stream::tcp(stream, addr.as_socket())))
                     }
-                    ListenerKind::Unix { .. } => Ok(Some(Stream::Unix(sock.into()))),
+                    ListenerKind::Unix { .. } => Ok(Some(Stream::unix(sock.into()))),
                 }
             }
             Err(e)
@@ -279,19 +280,42 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
     })
 }
 
-/// An accepted connection.
+/// An accepted connection: one socket, one descriptor, shared by the
+/// connection's thread and the server's connection table.
+///
+/// Cloning shares the socket (no `dup`): the server can always shut down a
+/// connection from outside, even when the process is out of descriptors, and a
+/// connection costs one descriptor. The descriptor is closed when the last
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Stream {
+    socket: Arc<SharedSocket>,
+    peer: Option<SocketAddr>,
+}
+
 #[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(TcpStream, Option<SocketAddr>),
+enum SharedSocket {
+    Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    pub(crate) fn peer(&self) -> Option<SocketAddr> {
-        match self {
-            Stream::Tcp(_, a) => *a,
-            Stream::Unix(_) => None,
+    pub(crate) fn tcp(s: TcpStream, peer: Option<SocketAddr>) -> Stream {
+        Stream {
+            socket: Arc::new(SharedSocket::Tcp(s)),
+            peer,
         }
+    }
+
+    pub(crate) fn unix(s: UnixStream) -> Stream {
+        Stream {
+            socket: Arc::new(SharedSocket::Unix(s)),
+            peer: None,
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     pub(crate) fn set_timeouts(
@@ -299,12 +323,12 @@ impl Stream {
         read: Option<Duration>,
         write: Option<Duration>,
     ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => {
+        match &*self.socket {
+            SharedSocket::Tcp(s) => {
                 s.set_read_timeout(read)?;
                 s.set_write_timeout(write)
             }
-            Stream::Unix(s) => {
+            SharedSocket::Unix(s) => {
                 s.set_read_timeout(read)?;
                 s.set_write_timeout(write)
             }
@@ -312,41 +336,34 @@ impl Stream {
     }
 
     pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => s.set_nonblocking(on),
+            SharedSocket::Unix(s) => s.set_nonblocking(on),
         }
     }
 
-    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s, a) => Stream::Tcp(s.try_clone()?, *a),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => s.shutdown(how),
+            SharedSocket::Unix(s) => s.shutdown(how),
         }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s, _) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => (&*s).read(buf),
+            SharedSocket::Unix(s) => (&*s).read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s, _) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => (&*s).write(buf),
+            SharedSocket::Unix(s) => (&*s).write(buf),
         }
     }
 

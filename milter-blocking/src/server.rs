@@ -3,8 +3,10 @@
 //! # Shutdown, step by step
 //! 1. [`ServerHandle::shutdown`] (from any thread, e.g. a signal-handling thread)
 //!    stops the accept loops within [`ACCEPT_POLL`](crate::listener) (200 ms).
-//! 2. Connections between messages are closed at once (their close handler
-//!    runs); connections inside a message finish that message and then close.
+//! 2. Connections waiting for a new command outside a message are closed at
+//!    once (their close handler runs); a connection receiving or handling a
+//!    command, or inside a message, finishes that message and then closes
+//!    (see `registry.rs` for how the two sides agree).
 //! 3. At the deadline every connection still open is cut (abort and close
 //!    handlers run as on end of input).
 //! 4. [`Server::run`] returns once every worker thread has been joined; Unix
@@ -356,7 +358,7 @@ impl ServerBuilder {
                     let opened = Instant::now();
                     // User code runs below (hooks, the factory, the milter's
                     // Drop): a panic there must not leak the registry entry (and
-                    // its duplicate of the socket) or the worker thread.
+                    // its share of the socket) or the worker thread.
                     let served = catch_unwind(AssertUnwindSafe(|| {
                         if let Some(h) = &hooks {
                             h.connection_opened(&info);
@@ -482,7 +484,7 @@ impl ServerHandle {
             *d = Some(d.map_or(at, |old| old.min(at)));
         }
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.registry.close_idle();
+        self.shared.registry.close_waiting();
     }
 
     /// Whether a shutdown was requested.
@@ -568,7 +570,7 @@ impl Server {
         }
         // Stop taking connections (also when an accept loop failed).
         shared.stopping.store(true, Ordering::SeqCst);
-        shared.registry.close_idle();
+        shared.registry.close_waiting();
         let deadline = shared
             .deadline
             .lock()
@@ -580,11 +582,8 @@ impl Server {
             thread::sleep(Duration::from_millis(10));
         }
         if shared.registry.len() > 0 {
-            log::warn!(
-                "shutdown deadline reached: closing {} connections still open",
-                shared.registry.len()
-            );
-            shared.registry.close_all();
+            let closed = shared.registry.close_all();
+            log::warn!("shutdown deadline reached: closed {closed} connections still open");
         }
         match pool.lock() {
             Ok(mut p) => p.join(),
@@ -614,7 +613,7 @@ fn accept_loop(
             Ok(Some(stream)) => {
                 backoff = Duration::from_millis(10);
                 let peer = stream.peer();
-                let closer = stream.try_clone();
+                let closer = stream.clone();
                 let job = start(stream);
                 let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
                 let submitted = pool.submit(job);
@@ -630,9 +629,7 @@ fn accept_loop(
                         "connection from {} refused: all threads busy and the queue is full",
                         peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string())
                     );
-                    if let Ok(s) = closer {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }
+                    let _ = closer.shutdown(std::net::Shutdown::Both);
                 }
             }
             Ok(None) => {}
