@@ -70,6 +70,12 @@ pub enum ServerError {
     NoListener,
     /// Accepting connections failed and the server stopped.
     Accept(io::Error),
+    /// A timeout was set to zero, which would cut every connection at once
+    /// (`None` means no timeout).
+    ZeroTimeout {
+        /// The builder method that got zero (`read_timeout`, `write_timeout`).
+        setting: &'static str,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -79,6 +85,11 @@ impl fmt::Display for ServerError {
             ServerError::Listen { spec, source } => write!(f, "cannot listen on {spec}: {source}"),
             ServerError::NoListener => f.write_str("the server has no listener"),
             ServerError::Accept(e) => write!(f, "accepting connections failed: {e}"),
+            ServerError::ZeroTimeout { setting } => write!(
+                f,
+                "{setting} is zero, which would cut every connection at once; \
+                 give a positive duration, or None for no timeout"
+            ),
         }
     }
 }
@@ -89,7 +100,7 @@ impl std::error::Error for ServerError {
             ServerError::Spec(e) => Some(e),
             ServerError::Listen { source, .. } => Some(source),
             ServerError::Accept(e) => Some(e),
-            ServerError::NoListener => None,
+            ServerError::NoListener | ServerError::ZeroTimeout { .. } => None,
         }
     }
 }
@@ -253,6 +264,8 @@ impl ServerBuilder {
     }
 
     /// Timeout of every read (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    /// Zero is refused by [`build`](Self::build)
+    /// ([`ServerError::ZeroTimeout`]).
     ///
     /// A connection whose MTA sends nothing for this long is closed (abort and
     /// close handlers run, the [`Hooks::timeout`] hook is called). The accept
@@ -266,6 +279,8 @@ impl ServerBuilder {
     }
 
     /// Timeout of every write (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    /// Zero is refused by [`build`](Self::build)
+    /// ([`ServerError::ZeroTimeout`]).
     pub fn write_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
         self.write_timeout = t.into();
         self
@@ -319,6 +334,14 @@ impl ServerBuilder {
     {
         if self.listeners.is_empty() {
             return Err(ServerError::NoListener);
+        }
+        for (setting, t) in [
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return Err(ServerError::ZeroTimeout { setting });
+            }
         }
         let read_watch = self.read_timeout.map(|t| Arc::new(ReadWatch::new(t)));
         let config = ConnectionConfig {

@@ -104,3 +104,41 @@ fn stats_show_connections_by_stage() {
         );
     });
 }
+
+/// A zero timeout would cut every connection at once: the builder refuses it.
+#[test]
+fn zero_timeouts_are_refused_at_build() {
+    use milter_blocking::{Server, ServerError};
+    for (setting, builder) in [
+        (
+            "read_timeout",
+            Server::builder().read_timeout(Duration::ZERO),
+        ),
+        (
+            "write_timeout",
+            Server::builder().write_timeout(Duration::ZERO),
+        ),
+    ] {
+        let err = builder
+            .listen("inet:0@127.0.0.1")
+            .unwrap()
+            .build(Plain::default)
+            .unwrap_err();
+        assert!(
+            matches!(err, ServerError::ZeroTimeout { setting: s } if s == setting),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!("{setting} is zero")),
+            "{err}"
+        );
+    }
+    // None still means no timeout.
+    assert!(Server::builder()
+        .read_timeout(None)
+        .write_timeout(None)
+        .listen("inet:0@127.0.0.1")
+        .unwrap()
+        .build(Plain::default)
+        .is_ok());
+}
