@@ -67,7 +67,7 @@ pub use activation::take_listeners;
 pub use context::{ConnectionInfo, Context, EomContext, ModifyError};
 pub use handler::{HandlerError, HandlerResult, Milter};
 pub use hooks::Hooks;
-pub use listener::{ListenOptions, Listener};
+pub use listener::{ExistingSocketFile, ListenOptions, Listener};
 pub use milter_core::{
     self as core, bare_address, Actions, Args, ConnectAddr, EnvelopeAddr, Header, MacroStage,
     OptNeg, ProtocolOpts, SmtpReply, Spec, Stage, Stages, Status,
