@@ -168,7 +168,7 @@ fn a_live_socket_is_never_taken_over() {
         // A live socket of mode 0.
         let closed_mode = dir.path().join("mode0.sock");
         let owner = std::os::unix::net::UnixListener::bind(&closed_mode).unwrap();
-        std::fs::set_permissions(&closed_mode, std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(&closed_mode, std::fs::Permissions::from_mode(0o0)).unwrap();
         let err = listen(&closed_mode, ListenOptions::default()).unwrap_err();
         // As root the check connects and finds the listener; as another user
         // it cannot tell, and says so: either way the socket stays.
