@@ -498,13 +498,23 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Starts a graceful shutdown: stop accepting, close connections between
-    /// messages, let messages in flight finish until `deadline` from now, then cut
-    /// the rest. Returns at once; [`Server::run`] returns when all is done.
+    /// Starts a graceful shutdown: stop accepting (the listeners close within
+    /// 200 ms), close connections waiting between commands, let messages in
+    /// flight finish until `deadline` from now, then cut the rest. Returns at
+    /// once; [`Server::run`] returns when all is done.
+    ///
+    /// A second call ends the drain at once: the connections still open are
+    /// cut (as an operator's second SIGTERM or Ctrl-C expects).
     pub fn shutdown(&self, deadline: Duration) {
         if let Ok(mut d) = self.shared.deadline.lock() {
-            let at = Instant::now() + deadline;
-            *d = Some(d.map_or(at, |old| old.min(at)));
+            let now = Instant::now();
+            *d = Some(match *d {
+                None => now + deadline,
+                Some(_) => {
+                    log::warn!("second stop request: cutting the connections still open");
+                    now
+                }
+            });
         }
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.registry.close_waiting();
@@ -572,10 +582,13 @@ impl Server {
                 .map_err(ServerError::Accept)?;
             log::info!("listening on {}", l.local_spec());
         }
-        let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
+        // Each accept loop owns its listener and closes it as soon as it stops
+        // (a Unix socket file is removed then): from the start of a shutdown,
+        // new connections are refused by the kernel instead of waiting.
+        let mut listeners = listeners.into_iter();
+        let first = listeners.next().ok_or(ServerError::NoListener)?;
         let mut acceptors = Vec::new();
-        for l in listeners.iter().skip(1) {
-            let l = Arc::clone(l);
+        for l in listeners {
             let pool = Arc::clone(&pool);
             let start = Arc::clone(&start);
             let shared = Arc::clone(&shared);
@@ -583,7 +596,8 @@ impl Server {
                 accept_loop(&l, &pool, &start, &shared, false)
             }));
         }
-        let mut result = accept_loop(&listeners[0], &pool, &start, &shared, true);
+        let mut result = accept_loop(&first, &pool, &start, &shared, true);
+        drop(first);
         for a in acceptors {
             match a.join() {
                 Ok(Err(e)) if result.is_ok() => result = Err(e),
@@ -594,13 +608,13 @@ impl Server {
         // Stop taking connections (also when an accept loop failed).
         shared.stopping.store(true, Ordering::SeqCst);
         shared.registry.close_waiting();
-        let deadline = shared
-            .deadline
-            .lock()
-            .ok()
-            .and_then(|d| *d)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
-        while shared.registry.len() > 0 && Instant::now() < deadline {
+        let default = Instant::now() + Duration::from_secs(10);
+        let deadline = || {
+            let mut d = shared.deadline.lock().unwrap_or_else(|p| p.into_inner());
+            *d.get_or_insert(default)
+        };
+        // Read each time: a second stop request moves it to now.
+        while shared.registry.len() > 0 && Instant::now() < deadline() {
             shared.check_reads();
             thread::sleep(Duration::from_millis(10));
         }
@@ -612,7 +626,6 @@ impl Server {
             Ok(mut p) => p.join(),
             Err(p) => p.into_inner().join(),
         }
-        drop(listeners);
         log::info!("server stopped");
         result
     }

@@ -360,3 +360,62 @@ fn a_shutdown_during_the_first_command_of_a_message_lets_it_finish() {
         assert!(returned, "run did not return");
     });
 }
+
+/// From the start of a shutdown, new connections are refused by the kernel
+/// (the listener is closed; a Unix socket file is removed), although `run`
+/// still waits for a message in flight.
+#[test]
+fn the_listener_closes_when_the_shutdown_starts() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sock");
+        let (server, _) = slow_server(Duration::ZERO, |b| {
+            b.listen(&format!("unix:{}", path.display())).unwrap()
+        });
+        let SocketSpec::Inet(tcp) = server.spec.clone() else {
+            unreachable!()
+        };
+        let mut in_flight = mid_message(&server.spec, 5);
+        server.handle.shutdown(Duration::from_secs(60));
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(tcp).is_ok() || path.exists() {
+            assert!(
+                Instant::now() < until,
+                "still listening 20 s after the shutdown began"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            server.handle.stats().open,
+            1,
+            "the message in flight was cut"
+        );
+        assert_eq!(in_flight.eom().decision, Decision::Continue);
+        let (returned, _, _) =
+            stop_within(server, Duration::from_secs(60), Duration::from_secs(20));
+        assert!(returned);
+    });
+}
+
+/// A second stop request ends the drain at once: the connections still in a
+/// message are cut (abort and close run) and `run` returns, long before the
+/// first request's deadline.
+#[test]
+fn a_second_stop_request_cuts_at_once() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let (server, counts) = slow_server(Duration::ZERO, |b| b);
+        let mut conns: Vec<Mta> = (0..3).map(|i| mid_message(&server.spec, i)).collect();
+        server.handle.shutdown(Duration::from_secs(3600));
+        let (returned, took, _) =
+            stop_within(server, Duration::from_secs(3600), Duration::from_secs(20));
+        assert!(returned, "run did not return after a second stop request");
+        eprintln!("[shutdown] run returned {took:?} after the second stop request");
+        for m in &mut conns {
+            assert!(m.closed_by_milter(Duration::from_secs(5)));
+        }
+        assert_eq!(counts.aborts.load(Ordering::SeqCst), 3);
+        assert_eq!(counts.closes.load(Ordering::SeqCst), 3);
+    });
+}
