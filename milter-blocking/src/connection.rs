@@ -252,8 +252,16 @@ impl<M: Milter> Connection<'_, M> {
         self.session.clear_output();
         match result {
             Ok(()) => true,
+            Err(e) if is_timeout(e.kind()) => {
+                log::warn!(
+                    "{}: write to the MTA timed out after {:?} (the MTA stopped reading); closing",
+                    self.tag(),
+                    self.config.write_timeout.unwrap_or_default()
+                );
+                false
+            }
             Err(e) => {
-                log::warn!("{}: write error: {e}", self.tag());
+                log::warn!("{}: write error: {e}; closing", self.tag());
                 false
             }
         }
@@ -595,15 +603,28 @@ impl<M: Milter> Connection<'_, M> {
         }
         let flow = self.finish_stage(Stage::Eom, result);
         if let Some(kind) = self.lost {
-            log::warn!(
-                "{}: connection to the MTA lost during end of message ({kind:?}); closing",
-                self.tag()
-            );
+            if is_timeout(kind) {
+                log::warn!(
+                    "{}: write to the MTA timed out after {:?} during end of message (the MTA stopped reading); closing",
+                    self.tag(),
+                    self.config.write_timeout.unwrap_or_default()
+                );
+            } else {
+                log::warn!(
+                    "{}: connection to the MTA lost during end of message ({kind:?}); closing",
+                    self.tag()
+                );
+            }
             self.session.clear_output();
             return Flow::Fail;
         }
         flow
     }
+}
+
+/// A socket timeout: `SO_SNDTIMEO` expiring shows as "would block" (EAGAIN).
+fn is_timeout(kind: io::ErrorKind) -> bool {
+    matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {

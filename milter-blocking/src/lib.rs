@@ -54,6 +54,7 @@ mod hooks;
 mod listener;
 mod pool;
 mod read_watch;
+mod refusals;
 mod registry;
 mod server;
 mod socket_spec;

@@ -5,6 +5,7 @@
 //! waits in a queue of at most `queue` items; beyond that it is refused and handed
 //! back to the caller, which closes the connection.
 
+use crate::refusals::Refusal;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -83,12 +84,12 @@ impl Pool {
     }
 
     /// Runs a job: on an idle thread, on a new thread if the pool may grow, or
-    /// after waiting in the queue; returns it back if the pool is saturated (every
-    /// thread busy and the queue full).
-    pub(crate) fn submit(&mut self, job: Job) -> Result<(), Job> {
+    /// after waiting in the queue; returns it back with the reason if it cannot
+    /// (every thread busy and the queue full, or a thread could not be started).
+    pub(crate) fn submit(&mut self, job: Job) -> Result<(), (Job, Refusal)> {
         self.handles.retain(|h| !h.is_finished());
         let (Some(handoff), Some(tx)) = (&self.handoff_tx, &self.tx) else {
-            return Err(job);
+            return Err((job, Refusal::Full));
         };
         // A worker waiting right now takes it (never a worker that merely
         // counted as idle a moment ago).
@@ -100,14 +101,16 @@ impl Pool {
             return match self.spawn(job) {
                 Ok(()) => Ok(()),
                 Err((e, job)) => {
-                    log::error!("cannot start a worker thread: {e}");
-                    Err(job)
+                    log::debug!("cannot start a worker thread: {e}");
+                    Err((job, Refusal::NoThread))
                 }
             };
         }
         match tx.try_send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                Err((job, Refusal::Full))
+            }
         }
     }
 

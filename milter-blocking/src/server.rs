@@ -20,6 +20,7 @@ use crate::hooks::Hooks;
 use crate::listener::{ListenOptions, Listener, ACCEPT_POLL};
 use crate::pool::Pool;
 use crate::read_watch::ReadWatch;
+use crate::refusals::RefusalLog;
 use crate::registry::{Registry, ServerStats};
 use crate::socket_spec::{SocketSpec, SocketSpecError};
 use crate::spin::SpinPolicy;
@@ -641,9 +642,13 @@ fn accept_loop(
     keeps_reads: bool,
 ) -> Result<(), ServerError> {
     let mut backoff = Duration::from_millis(10);
+    let mut refusals = RefusalLog::default();
     while !shared.stopping.load(Ordering::SeqCst) {
         if keeps_reads {
             shared.check_reads();
+        }
+        for line in refusals.tick(Instant::now()) {
+            log::warn!("{line}");
         }
         match listener.accept() {
             Ok(Some(stream)) => {
@@ -657,15 +662,15 @@ fn accept_loop(
                     *c = (pool.threads(), pool.idle());
                 }
                 drop(pool);
-                if submitted.is_err() {
+                if let Err((job, why)) = submitted {
+                    let _ = closer.shutdown(std::net::Shutdown::Both);
+                    drop(job);
                     if let Some(h) = &shared.hooks {
                         h.connection_refused(peer);
                     }
-                    log::warn!(
-                        "connection from {} refused: all threads busy and the queue is full",
-                        peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string())
-                    );
-                    let _ = closer.shutdown(std::net::Shutdown::Both);
+                    if let Some(line) = refusals.refused(Instant::now(), peer, why) {
+                        log::warn!("{line}");
+                    }
                 }
             }
             Ok(None) => {}
@@ -676,9 +681,15 @@ fn accept_loop(
             }
             Err(e) => {
                 log::error!("accept failed: {e}; stopping the server");
+                for line in refusals.finish(Instant::now()) {
+                    log::warn!("{line}");
+                }
                 return Err(ServerError::Accept(e));
             }
         }
+    }
+    for line in refusals.finish(Instant::now()) {
+        log::warn!("{line}");
     }
     Ok(())
 }
