@@ -48,6 +48,7 @@ mod cache_line;
 pub mod client;
 mod connection;
 mod context;
+mod descriptor_limit;
 mod handler;
 mod header_index;
 mod hooks;
@@ -57,8 +58,10 @@ mod read_watch;
 mod refusals;
 mod registry;
 mod server;
+mod service_notify;
 mod socket_spec;
 mod spin;
+mod system_ids;
 
 #[doc(hidden)]
 #[path = "derive_support.rs"]
@@ -81,3 +84,4 @@ pub use server::{
     DEFAULT_TIMEOUT,
 };
 pub use socket_spec::{SocketSpec, SocketSpecError};
+pub use system_ids::{group_id, user_id, IdLookupError};

@@ -24,9 +24,11 @@ pub struct ListenOptions {
     /// Permissions of a Unix socket file (e.g. `0o660` so that the MTA's group can
     /// connect). `None` keeps what the umask gives.
     pub unix_mode: Option<u32>,
-    /// Owner (uid) of a Unix socket file, if it should change.
+    /// Owner (uid) of a Unix socket file, if it should change
+    /// ([`user_id`](crate::user_id) finds it by name).
     pub unix_owner: Option<u32>,
-    /// Group (gid) of a Unix socket file, if it should change.
+    /// Group (gid) of a Unix socket file, if it should change
+    /// ([`group_id`](crate::group_id) finds it by name, e.g. `postfix`).
     pub unix_group: Option<u32>,
     /// Remove a stale Unix socket file at start: only a socket whose connection
     /// attempt is refused (nobody listens). Anything else at the path, or a

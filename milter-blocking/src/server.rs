@@ -426,6 +426,7 @@ impl ServerBuilder {
         };
         Ok(Server {
             listeners: self.listeners,
+            capacity: self.max_connections.saturating_add(self.queue),
             pool: Arc::new(Mutex::new(Pool::new(
                 self.max_connections,
                 self.queue,
@@ -478,6 +479,8 @@ impl Shared {
 /// A running milter server. Build one with [`Server::builder`].
 pub struct Server {
     listeners: Vec<Listener>,
+    /// `max_connections` plus `queue`: the connections open at most.
+    capacity: usize,
     pool: Arc<Mutex<Pool>>,
     start: StartFn,
     shared: Arc<Shared>,
@@ -510,7 +513,10 @@ impl ServerHandle {
         if let Ok(mut d) = self.shared.deadline.lock() {
             let now = Instant::now();
             *d = Some(match *d {
-                None => now + deadline,
+                None => {
+                    crate::service_notify::notify("STOPPING=1");
+                    now + deadline
+                }
                 Some(_) => {
                     log::warn!("second stop request: cutting the connections still open");
                     now
@@ -568,6 +574,7 @@ impl Server {
     pub fn run(self) -> Result<(), ServerError> {
         let Server {
             listeners,
+            capacity,
             pool,
             start,
             shared,
@@ -583,6 +590,11 @@ impl Server {
                 .map_err(ServerError::Accept)?;
             log::info!("listening on {}", l.local_spec());
         }
+        let soft_limit = crate::descriptor_limit::soft_limit();
+        if let Some(warning) = crate::descriptor_limit::check(capacity, soft_limit) {
+            log::warn!("{warning}");
+        }
+        crate::service_notify::notify("READY=1");
         // Each accept loop owns its listener and closes it as soon as it stops
         // (a Unix socket file is removed then): from the start of a shutdown,
         // new connections are refused by the kernel instead of waiting.
@@ -610,6 +622,13 @@ impl Server {
         shared.stopping.store(true, Ordering::SeqCst);
         shared.registry.close_waiting();
         let default = Instant::now() + Duration::from_secs(10);
+        if let Ok(mut d) = shared.deadline.lock() {
+            if d.is_none() {
+                // Stopping for another reason than a shutdown request.
+                crate::service_notify::notify("STOPPING=1");
+                *d = Some(default);
+            }
+        }
         let deadline = || {
             let mut d = shared.deadline.lock().unwrap_or_else(|p| p.into_inner());
             *d.get_or_insert(default)
