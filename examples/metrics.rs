@@ -173,7 +173,11 @@ fn main() {
     }
     let metrics = Arc::new(Metrics::default());
     let server = milter_examples::listen(&spec)
-        .and_then(|b| b.hooks(metrics.clone()).build(RcptCounter::default))
+        .and_then(|b| {
+            b.hooks(metrics.clone())
+                .stop_on_signals(milter_examples::SHUTDOWN_DEADLINE)
+                .build(RcptCounter::default)
+        })
         .unwrap_or_else(|e| fail(&e.to_string()));
     let handle = server.handle();
     {
@@ -197,9 +201,6 @@ fn main() {
                 }
             }
         });
-    }
-    if let Err(e) = milter_examples::stop_on_signals(&handle) {
-        fail(&e.to_string());
     }
     if let Err(e) = server.run() {
         fail(&e.to_string());

@@ -59,6 +59,8 @@ mod refusals;
 mod registry;
 mod server;
 mod service_notify;
+#[cfg(feature = "signals")]
+mod signals;
 mod socket_spec;
 mod spin;
 mod system_ids;

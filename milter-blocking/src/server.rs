@@ -71,6 +71,10 @@ pub enum ServerError {
     NoListener,
     /// Accepting connections failed and the server stopped.
     Accept(io::Error),
+    /// The handlers for SIGTERM and SIGINT could not be installed
+    /// ([`ServerBuilder::stop_on_signals`]).
+    #[cfg(feature = "signals")]
+    Signals(io::Error),
     /// A timeout was set to zero, which would cut every connection at once
     /// (`None` means no timeout).
     ZeroTimeout {
@@ -86,6 +90,8 @@ impl fmt::Display for ServerError {
             ServerError::Listen { spec, source } => write!(f, "cannot listen on {spec}: {source}"),
             ServerError::NoListener => f.write_str("the server has no listener"),
             ServerError::Accept(e) => write!(f, "accepting connections failed: {e}"),
+            #[cfg(feature = "signals")]
+            ServerError::Signals(e) => write!(f, "cannot catch SIGTERM and SIGINT: {e}"),
             ServerError::ZeroTimeout { setting } => write!(
                 f,
                 "{setting} is zero, which would cut every connection at once; \
@@ -101,6 +107,8 @@ impl std::error::Error for ServerError {
             ServerError::Spec(e) => Some(e),
             ServerError::Listen { source, .. } => Some(source),
             ServerError::Accept(e) => Some(e),
+            #[cfg(feature = "signals")]
+            ServerError::Signals(e) => Some(e),
             ServerError::NoListener | ServerError::ZeroTimeout { .. } => None,
         }
     }
@@ -143,6 +151,9 @@ pub struct ServerBuilder {
     hooks: Option<Arc<dyn Hooks>>,
     busy_poll: Duration,
     busy_poll_limit: usize,
+    /// Stop on SIGTERM and SIGINT, with this deadline.
+    #[cfg(feature = "signals")]
+    stop_on_signals: Option<Duration>,
 }
 
 impl fmt::Debug for dyn Hooks {
@@ -168,6 +179,8 @@ impl Default for ServerBuilder {
             hooks: None,
             busy_poll: DEFAULT_BUSY_POLL,
             busy_poll_limit: SpinPolicy::default_max_open(),
+            #[cfg(feature = "signals")]
+            stop_on_signals: None,
         }
     }
 }
@@ -321,6 +334,34 @@ impl ServerBuilder {
         self
     }
 
+    /// Stop on SIGTERM and SIGINT while [`Server::run`] runs: the first starts
+    /// a graceful shutdown with `deadline` (as [`ServerHandle::shutdown`]), a
+    /// second one ends it at once. The handlers are installed when `run`
+    /// starts and removed when it returns (the signals terminate the process
+    /// again then, as by default). Cargo feature `signals`; without this call
+    /// no signal handler is ever installed.
+    ///
+    /// ```no_run
+    /// use milter_blocking::{Milter, Server};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Milter, Default)]
+    /// struct Nothing;
+    ///
+    /// # fn main() -> Result<(), milter_blocking::ServerError> {
+    /// Server::builder()
+    ///     .listen("inet:7357@127.0.0.1")?
+    ///     .stop_on_signals(Duration::from_secs(20))
+    ///     .build(Nothing::default)?
+    ///     .run()
+    /// # }
+    /// ```
+    #[cfg(feature = "signals")]
+    pub fn stop_on_signals(mut self, deadline: Duration) -> Self {
+        self.stop_on_signals = Some(deadline);
+        self
+    }
+
     /// Observability hooks (see [`Hooks`]).
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
         self.hooks = Some(hooks);
@@ -427,6 +468,8 @@ impl ServerBuilder {
         Ok(Server {
             listeners: self.listeners,
             capacity: self.max_connections.saturating_add(self.queue),
+            #[cfg(feature = "signals")]
+            stop_on_signals: self.stop_on_signals,
             pool: Arc::new(Mutex::new(Pool::new(
                 self.max_connections,
                 self.queue,
@@ -481,6 +524,9 @@ pub struct Server {
     listeners: Vec<Listener>,
     /// `max_connections` plus `queue`: the connections open at most.
     capacity: usize,
+    /// Stop on SIGTERM and SIGINT, with this deadline.
+    #[cfg(feature = "signals")]
+    stop_on_signals: Option<Duration>,
     pool: Arc<Mutex<Pool>>,
     start: StartFn,
     shared: Arc<Shared>,
@@ -572,9 +618,19 @@ impl Server {
     /// Serves until [`ServerHandle::shutdown`]; returns after every connection
     /// thread has been joined.
     pub fn run(self) -> Result<(), ServerError> {
+        #[cfg(feature = "signals")]
+        let signals = match self.stop_on_signals {
+            Some(deadline) => Some(
+                crate::signals::SignalWatch::start(self.handle(), deadline)
+                    .map_err(ServerError::Signals)?,
+            ),
+            None => None,
+        };
         let Server {
             listeners,
             capacity,
+            #[cfg(feature = "signals")]
+                stop_on_signals: _,
             pool,
             start,
             shared,
@@ -646,6 +702,8 @@ impl Server {
             Ok(mut p) => p.join(),
             Err(p) => p.into_inner().join(),
         }
+        #[cfg(feature = "signals")]
+        drop(signals);
         log::info!("server stopped");
         result
     }
