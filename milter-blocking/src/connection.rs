@@ -77,6 +77,7 @@ pub(crate) fn serve<M: Milter>(
         headers: HeaderIndex::default(),
         opened: std::time::Instant::now(),
         lost: None,
+        first_bytes: Vec::new(),
     };
     conn.run(stopping);
 }
@@ -93,6 +94,8 @@ struct Connection<'a, M> {
     opened: std::time::Instant,
     /// A write at end of message failed: the connection is lost.
     lost: Option<io::ErrorKind>,
+    /// The connection's first bytes, to describe a peer that is not an MTA.
+    first_bytes: Vec<u8>,
 }
 
 impl<M: Milter> Connection<'_, M> {
@@ -141,6 +144,12 @@ impl<M: Milter> Connection<'_, M> {
                     return self.end_of_input();
                 }
             };
+            if self.first_bytes.len() < crate::foreign_peer::KEPT
+                && self.session.negotiated().is_none()
+            {
+                let take = n.min(crate::foreign_peer::KEPT - self.first_bytes.len());
+                self.first_bytes.extend_from_slice(&decoder.spare()[..take]);
+            }
             if waiting && !self.live.command_arrived() {
                 // The shutdown closed the connection as the bytes arrived.
                 log::debug!("{}: closing for shutdown", self.info);
@@ -155,7 +164,11 @@ impl<M: Milter> Connection<'_, M> {
                         if let Some(h) = self.hooks() {
                             h.protocol_error(&self.info, &e);
                         }
-                        log::warn!("{}: protocol error: {e}; closing", self.tag());
+                        log::warn!(
+                            "{}: protocol error: {e}{}; closing",
+                            self.tag(),
+                            self.foreign_peer()
+                        );
                         self.flush();
                         return self.end_of_input();
                     }
@@ -267,6 +280,16 @@ impl<M: Milter> Connection<'_, M> {
         }
     }
 
+    /// For a protocol error before negotiation: what the peer seems to be,
+    /// when its first bytes are clearly not a milter packet (else nothing).
+    fn foreign_peer(&self) -> String {
+        if self.session.negotiated().is_some() {
+            return String::new();
+        }
+        crate::foreign_peer::describe(&self.first_bytes)
+            .map_or_else(String::new, |d| format!("; {d}"))
+    }
+
     /// The connection and, when known, the queue id, for log lines.
     fn tag(&self) -> String {
         match self.session.macros().get("i") {
@@ -290,7 +313,7 @@ impl<M: Milter> Connection<'_, M> {
                 if let Some(h) = self.hooks() {
                     h.protocol_error(&self.info, &e);
                 }
-                log::warn!("{}: {e}; closing", self.tag());
+                log::warn!("{}: {e}{}; closing", self.tag(), self.foreign_peer());
                 self.end_of_input();
                 Flow::Close
             }

@@ -49,6 +49,7 @@ pub mod client;
 mod connection;
 mod context;
 mod descriptor_limit;
+mod foreign_peer;
 mod handler;
 mod header_index;
 mod hooks;
