@@ -30,6 +30,7 @@ pub(crate) struct ConnectionConfig {
     pub(crate) read_watch: Option<Arc<ReadWatch>>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) max_payload: usize,
+    pub(crate) max_macro_bytes: usize,
     pub(crate) failure_status: Status,
     pub(crate) shadow: bool,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
@@ -66,11 +67,13 @@ pub(crate) fn serve<M: Milter>(
         shadow: config.shadow,
         would: Vec::new(),
     };
+    let mut session = FilterSession::new();
+    session.set_max_macro_bytes(config.max_macro_bytes);
     let mut conn = Connection {
         stream,
         milter,
         info,
-        session: FilterSession::new(),
+        session,
         config,
         live,
         observer,
@@ -357,7 +360,7 @@ impl<M: Milter> Connection<'_, M> {
             Event::Abort => {
                 self.shadow_message_ended(|| "aborted".to_string());
                 let flow = self.call_unit("abort", |m, ctx| m.abort(ctx));
-                self.milter.reset_message();
+                self.message_over();
                 flow
             }
             Event::Close => {
@@ -496,7 +499,7 @@ impl<M: Milter> Connection<'_, M> {
                 message_ended,
             }) => {
                 if message_ended {
-                    self.milter.reset_message();
+                    self.message_over();
                 }
                 flow
             }
@@ -537,9 +540,16 @@ impl<M: Milter> Connection<'_, M> {
                 }
                 self.shadow_message_ended(|| format!("ended with {} at {stage}", decided.name()));
             }
-            self.milter.reset_message();
+            self.message_over();
         }
         flow
+    }
+
+    /// The message ended (its final reply sent, or its abort handled): the
+    /// milter's per-message state is reset and the message's macros freed.
+    fn message_over(&mut self) {
+        self.milter.reset_message();
+        self.session.release_message_macros();
     }
 
     #[cold]

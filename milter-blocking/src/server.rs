@@ -25,7 +25,7 @@ use crate::registry::{Registry, ServerStats};
 use crate::socket_spec::{SocketSpec, SocketSpecError};
 use crate::spin::SpinPolicy;
 pub use crate::spin::DEFAULT_BUSY_POLL;
-use milter_core::limits::DEFAULT_MAX_PAYLOAD;
+use milter_core::limits::{DEFAULT_MAX_MACRO_BYTES, DEFAULT_MAX_PAYLOAD};
 use milter_core::Status;
 use std::fmt;
 use std::io;
@@ -146,6 +146,7 @@ pub struct ServerBuilder {
     stack_size: usize,
     idle_thread_timeout: Duration,
     max_payload: usize,
+    max_macro_bytes: usize,
     failure_status: Status,
     shadow: bool,
     hooks: Option<Arc<dyn Hooks>>,
@@ -174,6 +175,7 @@ impl Default for ServerBuilder {
             stack_size: DEFAULT_STACK_SIZE,
             idle_thread_timeout: DEFAULT_IDLE_THREAD_TIMEOUT,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            max_macro_bytes: DEFAULT_MAX_MACRO_BYTES,
             failure_status: Status::Tempfail,
             shadow: false,
             hooks: None,
@@ -319,6 +321,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Most bytes of macro names and values a connection holds over all its
+    /// macro sets (default
+    /// [`DEFAULT_MAX_MACRO_BYTES`](milter_core::limits::DEFAULT_MAX_MACRO_BYTES),
+    /// 256 KiB; at most [`MAX_MACROS`](milter_core::limits::MAX_MACROS) pairs).
+    /// A `D` packet beyond it is a protocol error: logged, connection closed.
+    /// With `max_connections`, it bounds the memory all connections spend on
+    /// macros (the sets of a message are freed when it ends).
+    pub fn max_macro_bytes(mut self, bytes: usize) -> Self {
+        self.max_macro_bytes = bytes;
+        self
+    }
+
     /// The answer when a handler returns an error or panics (default tempfail).
     pub fn failure_status(mut self, status: Status) -> Self {
         self.failure_status = status;
@@ -390,6 +404,7 @@ impl ServerBuilder {
             read_watch: read_watch.clone(),
             write_timeout: self.write_timeout,
             max_payload: self.max_payload,
+            max_macro_bytes: self.max_macro_bytes,
             failure_status: self.failure_status,
             shadow: self.shadow,
             hooks: self.hooks.clone(),
