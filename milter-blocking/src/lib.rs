@@ -54,6 +54,7 @@ mod handler;
 mod header_index;
 mod hooks;
 mod listener;
+mod overflow;
 mod pool;
 mod read_watch;
 mod refusals;
@@ -82,7 +83,7 @@ pub use milter_core::{
 pub use milter_derive::Milter;
 pub use registry::ServerStats;
 pub use server::{
-    Server, ServerBuilder, ServerError, ServerHandle, DEFAULT_BUSY_POLL,
+    Server, ServerBuilder, ServerError, ServerHandle, WhenFull, DEFAULT_BUSY_POLL,
     DEFAULT_IDLE_THREAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE, DEFAULT_STACK_SIZE,
     DEFAULT_TIMEOUT,
 };

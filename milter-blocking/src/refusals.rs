@@ -39,9 +39,11 @@ impl fmt::Display for Refusal {
 }
 
 /// The refusals of one accept loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RefusalLog {
     windows: [Option<Window>; 2],
+    /// What is done with a refused connection ("closed", ...).
+    outcome: &'static str,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,14 @@ fn peer_name(peer: Option<SocketAddr>) -> String {
 }
 
 impl RefusalLog {
+    /// A log for refusals whose connections get `outcome`.
+    pub(crate) fn new(outcome: &'static str) -> RefusalLog {
+        RefusalLog {
+            windows: [None, None],
+            outcome,
+        }
+    }
+
     /// A connection was refused at `now`: returns the line to log, if one is
     /// due (the first refusal after a quiet period is logged at once, the
     /// others are counted).
@@ -80,8 +90,9 @@ impl RefusalLog {
                     last_peer: None,
                 });
                 Some(format!(
-                    "connection from {} refused: {why}",
-                    peer_name(peer)
+                    "connection from {} refused: {why}; {}",
+                    peer_name(peer),
+                    self.outcome
                 ))
             }
         }
@@ -115,10 +126,11 @@ impl RefusalLog {
                 continue;
             }
             lines.push(format!(
-                "{} more connections refused in the last {:.1} s: {why} (the last from {})",
+                "{} more connections refused in the last {:.1} s: {why} (the last from {}); {}",
                 w.count,
                 elapsed.as_secs_f64(),
-                peer_name(w.last_peer)
+                peer_name(w.last_peer),
+                self.outcome
             ));
             *w = Window {
                 started: now,
@@ -136,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_flood_gives_one_line_per_period_with_the_count() {
-        let mut log = RefusalLog::default();
+        let mut log = RefusalLog::new("closed");
         let t0 = Instant::now();
         let mut lines = Vec::new();
         // 10,000 refusals over 2.5 s, with a tick every 200 ms.
@@ -154,7 +166,7 @@ mod tests {
         assert!(lines.len() <= 4, "{lines:#?}");
         assert_eq!(
             lines[0],
-            "connection from unix socket refused: all threads busy and the queue is full"
+            "connection from unix socket refused: all threads busy and the queue is full; closed"
         );
         let counted: u64 = lines[1..]
             .iter()
@@ -172,7 +184,7 @@ mod tests {
             log.finish(t0 + Duration::from_millis(5002)),
             [
                 "1 more connections refused in the last 0.0 s: all threads busy and the queue \
-              is full (the last from unix socket)"
+              is full (the last from unix socket); closed"
             ]
         );
         assert!(log.finish(t0 + Duration::from_millis(5003)).is_empty());
@@ -184,6 +196,6 @@ mod tests {
         assert!(log
             .refused(t0 + Duration::from_secs(10), None, Refusal::NoThread)
             .unwrap()
-            .ends_with("refused: a worker thread could not be started"));
+            .ends_with("refused: a worker thread could not be started; closed"));
     }
 }

@@ -17,7 +17,9 @@ use crate::connection::{serve, ConnectionConfig};
 use crate::context::ConnectionInfo;
 use crate::handler::Milter;
 use crate::hooks::Hooks;
-use crate::listener::{ListenOptions, Listener, ACCEPT_POLL};
+use crate::listener::{ListenOptions, Listener, Stream, ACCEPT_POLL};
+use crate::overflow::Overflow;
+pub use crate::overflow::WhenFull;
 use crate::pool::Pool;
 use crate::read_watch::ReadWatch;
 use crate::refusals::RefusalLog;
@@ -71,6 +73,9 @@ pub enum ServerError {
     NoListener,
     /// Accepting connections failed and the server stopped.
     Accept(io::Error),
+    /// The thread that answers connections when the server is full
+    /// ([`ServerBuilder::when_full`]) could not be started.
+    Overflow(io::Error),
     /// The handlers for SIGTERM and SIGINT could not be installed
     /// ([`ServerBuilder::stop_on_signals`]).
     #[cfg(feature = "signals")]
@@ -90,6 +95,10 @@ impl fmt::Display for ServerError {
             ServerError::Listen { spec, source } => write!(f, "cannot listen on {spec}: {source}"),
             ServerError::NoListener => f.write_str("the server has no listener"),
             ServerError::Accept(e) => write!(f, "accepting connections failed: {e}"),
+            ServerError::Overflow(e) => write!(
+                f,
+                "cannot start the thread that answers connections when the server is full: {e}"
+            ),
             #[cfg(feature = "signals")]
             ServerError::Signals(e) => write!(f, "cannot catch SIGTERM and SIGINT: {e}"),
             ServerError::ZeroTimeout { setting } => write!(
@@ -106,7 +115,7 @@ impl std::error::Error for ServerError {
         match self {
             ServerError::Spec(e) => Some(e),
             ServerError::Listen { source, .. } => Some(source),
-            ServerError::Accept(e) => Some(e),
+            ServerError::Accept(e) | ServerError::Overflow(e) => Some(e),
             #[cfg(feature = "signals")]
             ServerError::Signals(e) => Some(e),
             ServerError::NoListener | ServerError::ZeroTimeout { .. } => None,
@@ -150,6 +159,7 @@ pub struct ServerBuilder {
     failure_status: Status,
     shadow: bool,
     hooks: Option<Arc<dyn Hooks>>,
+    when_full: WhenFull,
     busy_poll: Duration,
     busy_poll_limit: usize,
     /// Stop on SIGTERM and SIGINT, with this deadline.
@@ -179,6 +189,7 @@ impl Default for ServerBuilder {
             failure_status: Status::Tempfail,
             shadow: false,
             hooks: None,
+            when_full: WhenFull::Close,
             busy_poll: DEFAULT_BUSY_POLL,
             busy_poll_limit: SpinPolicy::default_max_open(),
             #[cfg(feature = "signals")]
@@ -271,9 +282,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Accepted connections that may wait for a thread; beyond that they are
-    /// closed at once (and logged), so the MTA applies its failure policy instead
-    /// of waiting.
+    /// Accepted connections that may wait for a thread; beyond that they get
+    /// what [`when_full`](Self::when_full) says (by default: closed at once,
+    /// and logged), so the MTA applies its failure policy instead of waiting.
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = n;
         self
@@ -373,6 +384,23 @@ impl ServerBuilder {
     #[cfg(feature = "signals")]
     pub fn stop_on_signals(mut self, deadline: Duration) -> Self {
         self.stop_on_signals = Some(deadline);
+        self
+    }
+
+    /// What a connection gets when every thread is busy and the queue is full
+    /// (default [`WhenFull::Close`]): closed at once, so the MTA applies its
+    /// own failure policy, or negotiated and answered tempfail or accept for
+    /// its session by one small thread set aside for it (64 such connections
+    /// may wait for it, each answered within 5 s or closed). See [`WhenFull`]
+    /// for what Postfix and Sendmail do with each.
+    ///
+    /// ```
+    /// use milter_blocking::{Server, WhenFull};
+    /// let builder = Server::builder().when_full(WhenFull::Tempfail);
+    /// # let _ = builder;
+    /// ```
+    pub fn when_full(mut self, answer: WhenFull) -> Self {
+        self.when_full = answer;
         self
     }
 
@@ -483,6 +511,7 @@ impl ServerBuilder {
         Ok(Server {
             listeners: self.listeners,
             capacity: self.max_connections.saturating_add(self.queue),
+            when_full: self.when_full,
             #[cfg(feature = "signals")]
             stop_on_signals: self.stop_on_signals,
             pool: Arc::new(Mutex::new(Pool::new(
@@ -539,6 +568,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     /// `max_connections` plus `queue`: the connections open at most.
     capacity: usize,
+    when_full: WhenFull,
     /// Stop on SIGTERM and SIGINT, with this deadline.
     #[cfg(feature = "signals")]
     stop_on_signals: Option<Duration>,
@@ -644,6 +674,7 @@ impl Server {
         let Server {
             listeners,
             capacity,
+            when_full,
             #[cfg(feature = "signals")]
                 stop_on_signals: _,
             pool,
@@ -665,6 +696,8 @@ impl Server {
         if let Some(warning) = crate::descriptor_limit::check(capacity, soft_limit) {
             log::warn!("{warning}");
         }
+        let overflow = Overflow::start(when_full, Arc::clone(&shared.stopping))
+            .map_err(ServerError::Overflow)?;
         crate::service_notify::notify("READY=1");
         // Each accept loop owns its listener and closes it as soon as it stops
         // (a Unix socket file is removed then): from the start of a shutdown,
@@ -676,11 +709,19 @@ impl Server {
             let pool = Arc::clone(&pool);
             let start = Arc::clone(&start);
             let shared = Arc::clone(&shared);
+            let refused = Refused {
+                to: overflow.sender(),
+                when_full,
+            };
             acceptors.push(thread::spawn(move || {
-                accept_loop(&l, &pool, &start, &shared, false)
+                accept_loop(&l, &pool, &start, &shared, &refused, false)
             }));
         }
-        let mut result = accept_loop(&first, &pool, &start, &shared, true);
+        let refused = Refused {
+            to: overflow.sender(),
+            when_full,
+        };
+        let mut result = accept_loop(&first, &pool, &start, &shared, &refused, true);
         drop(first);
         for a in acceptors {
             match a.join() {
@@ -724,6 +765,13 @@ impl Server {
     }
 }
 
+/// Where an accept loop sends the connections the pool refuses.
+struct Refused {
+    /// The answering thread (none: close them).
+    to: Option<crossbeam_channel::Sender<Stream>>,
+    when_full: WhenFull,
+}
+
 /// Accepts connections until the shutdown; with `keeps_reads`, also keeps the
 /// read timeout between two accepts.
 fn accept_loop(
@@ -731,10 +779,11 @@ fn accept_loop(
     pool: &Mutex<Pool>,
     start: &StartFn,
     shared: &Shared,
+    refused: &Refused,
     keeps_reads: bool,
 ) -> Result<(), ServerError> {
     let mut backoff = Duration::from_millis(10);
-    let mut refusals = RefusalLog::default();
+    let mut refusals = RefusalLog::new(refused.when_full.outcome());
     while !shared.stopping.load(Ordering::SeqCst) {
         if keeps_reads {
             shared.check_reads();
@@ -755,8 +804,8 @@ fn accept_loop(
                 }
                 drop(pool);
                 if let Err((job, why)) = submitted {
-                    let _ = closer.shutdown(std::net::Shutdown::Both);
                     drop(job);
+                    crate::overflow::refuse(refused.to.as_ref(), closer);
                     if let Some(h) = &shared.hooks {
                         h.connection_refused(peer);
                     }

@@ -179,7 +179,7 @@ fn a_thread_that_cannot_start_is_named_in_the_log() {
         assert_eq!(
             mine,
             [&format!(
-                "WARN connection from {client} refused: a worker thread could not be started"
+                "WARN connection from {client} refused: a worker thread could not be started; closed"
             )],
             "{lines:#?}"
         );

@@ -142,3 +142,34 @@ fn zero_timeouts_are_refused_at_build() {
         .build(Plain::default)
         .is_ok());
 }
+
+/// `when_full`: beyond the limit and the queue, a connection is negotiated and
+/// answered tempfail (or accept) at connect for its session, then closed;
+/// the served connections are not disturbed.
+#[test]
+fn when_full_answers_the_session_instead_of_closing() {
+    use common::Answer;
+    use milter_blocking::WhenFull;
+    watchdog(Duration::from_secs(60), || {
+        for (when_full, decision) in [
+            (WhenFull::Tempfail, Decision::Tempfail),
+            (WhenFull::Accept, Decision::Accept),
+        ] {
+            let server = TestServer::with(
+                |b| b.max_connections(1).queue(0).when_full(when_full),
+                Plain::default,
+            );
+            let mut served = Mta::connect(&server.spec);
+            let mut over = Mta::connect(&server.spec);
+            assert_eq!(
+                over.connect_stage("client.example", "192.0.2.9", 25),
+                Answer::Decision(decision.clone()),
+                "{when_full:?}"
+            );
+            assert!(over.closed_by_milter(Duration::from_secs(5)));
+            served.message_until_eom();
+            assert_eq!(served.eom().decision, Decision::Continue);
+            assert_eq!(server.handle.stats().open, 1);
+        }
+    });
+}
