@@ -30,11 +30,14 @@
 //! the MTA's address, and the queue id once the MTA sent it.
 //!
 //! - **error**: the server cannot go on (accept failed for good); a handler
-//!   panicked (with the panic message); a worker thread could not be started.
-//! - **warn**: the MTA broke the protocol; negotiation failed; a handler returned
-//!   an error; a read timed out; a connection was refused at the limit; a
+//!   panicked (with the panic message).
+//! - **warn**: the MTA broke the protocol (a peer that is not an MTA is named
+//!   from its first bytes); negotiation failed; a handler returned an error; a
+//!   read or a write timed out; connections were refused at the limit or for
+//!   want of a thread (one line, then one per second with a count); a
 //!   handler's status was changed (reject at a no-reply stage, discard at
-//!   connect, ...); the shutdown deadline cut connections.
+//!   connect, ...); the shutdown deadline cut connections; `max_connections`
+//!   cannot fit the descriptor limit.
 //! - **info**: start (each listener) and stop; shadow-mode lines.
 //! - **debug**: connections opened and closed (an MTA closing its connection is
 //!   ordinary and never logged above debug); the negotiation result.

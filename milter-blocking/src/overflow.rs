@@ -3,14 +3,7 @@
 //! accept for its session by one small thread of its own
 //! ([`ServerBuilder::when_full`](crate::ServerBuilder::when_full)).
 //!
-//! What the MTA does with each answer (a decision at connect covers the
-//! whole SMTP session):
-//!
-//! | answer | Postfix | Sendmail |
-//! | --- | --- | --- |
-//! | close ([`WhenFull::Close`]) | `milter_default_action`: `tempfail` (to 3.10) answers every command of the session with `451 4.7.1`; `shutdown` (default from 3.11) answers `421 4.7.1` and disconnects the SMTP client; `accept` goes on without the milter | the `F=` flags: `F=T` tempfails, `F=R` rejects, none goes on without the milter |
-//! | tempfail ([`WhenFull::Tempfail`]) | every later command of the SMTP session is answered `451 4.7.1 Service unavailable - try again later`; the client stays connected and retries later | the session is refused with a temporary failure (4xx to each command) |
-//! | accept ([`WhenFull::Accept`]) | the session goes on without this milter (its mail is not filtered) | the same |
+//! What each MTA does with each answer: see [`WhenFull`].
 
 use crate::cache_line::CacheLine;
 use crate::listener::Stream;
@@ -26,7 +19,16 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// What to answer a connection when every thread is busy and the queue is
-/// full. See the module table for what each MTA does with it.
+/// full ([`ServerBuilder::when_full`](crate::ServerBuilder::when_full)).
+///
+/// What the MTA does with each answer (a decision at connect covers the
+/// whole SMTP session):
+///
+/// | answer | Postfix | Sendmail |
+/// | --- | --- | --- |
+/// | close ([`WhenFull::Close`]) | `milter_default_action`: `tempfail` (to 3.10) answers every command of the session with `451 4.7.1`; `shutdown` (default from 3.11) answers `421 4.7.1` and disconnects the SMTP client; `accept` goes on without the milter | the `F=` flags: `F=T` tempfails, `F=R` rejects, none goes on without the milter |
+/// | tempfail ([`WhenFull::Tempfail`]) | every later command of the SMTP session is answered `451 4.7.1 Service unavailable - try again later`; the client stays connected and retries later | the session is refused with a temporary failure: every later command is answered with a 4xx (its "null server" mode) |
+/// | accept ([`WhenFull::Accept`]) | the session goes on without this milter (its mail is not filtered) | the same |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WhenFull {
