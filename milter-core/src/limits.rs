@@ -45,5 +45,7 @@ pub const MAX_REPLY_LINES: usize = 32;
 /// [`MacroStore`](crate::MacroStore).
 pub const DEFAULT_MAX_MACRO_BYTES: usize = 256 * 1024;
 
-/// Most macros (name/value pairs) one session holds, over all its sets.
+/// Most macros (name/value pairs) one session holds in indexed sets (those
+/// over 512 bytes, 16 bytes of index per pair); smaller sets, searched pair
+/// by pair, are bounded by their size alone.
 pub const MAX_MACROS: usize = 4096;

@@ -10,19 +10,22 @@
 //!
 //! Lookup searches the per-command set, then eom, eoh, data, rcpt, mail, helo and
 //! connect, and compares names with one pair of braces removed, so `i` finds
-//! `{i}` and `{daemon_name}` finds `daemon_name`. Each set keeps an index of its
-//! names (sorted by hash), so a lookup costs the same whatever the volume of
-//! macros: no scan over the values.
+//! `{i}` and `{daemon_name}` finds `daemon_name`. A set of more than 512 bytes
+//! or 16 pairs keeps an index of its names (sorted by hash), a smaller one is
+//! scanned, so a lookup's cost is bounded whatever the volume of macros: no
+//! scan over large values.
 //!
 //! # Bounds
 //!
 //! The sets of one session hold at most [`DEFAULT_MAX_MACRO_BYTES`](crate::limits::DEFAULT_MAX_MACRO_BYTES) bytes of
 //! names and values together (see [`MacroStore::set_max_bytes`]) and at most
-//! [`MAX_MACROS`](crate::limits::MAX_MACROS) pairs; a `D` packet that would go beyond is refused
-//! ([`MacroLimitError`]), the set it names left as it was. The index costs 16
-//! bytes per pair. [`MacroStore::release_message`] frees the message's sets
-//! (mail to eom) when a message ends, so between messages a session keeps only
-//! its connect and helo macros.
+//! [`MAX_MACROS`](crate::limits::MAX_MACROS) pairs in indexed sets (16 bytes of index each, so at
+//! most 64 KiB of index); a `D` packet that would go beyond is refused
+//! ([`MacroLimitError`]), the set it names left as it was.
+//! [`MacroStore::release_message`] empties the
+//! message's sets (mail to eom) when a message ends, and frees those that grew
+//! beyond 4 KiB, so between messages a session keeps only its connect and helo
+//! macros (and a few KiB of capacity for the next message).
 
 use crate::command::MacroPairs;
 use crate::error::MacroLimitError;
@@ -80,12 +83,23 @@ impl Default for MacroStore {
     }
 }
 
-/// One set: the raw `name NUL value NUL ...` bytes and an index of the names.
+/// A set this small is searched pair by pair (a bounded cost, cheaper than
+/// building an index for the few macros real MTAs send per stage); a larger
+/// one is indexed.
+const SCAN_BYTES: usize = 512;
+/// Capacity a set keeps when a message ends; a larger one is freed.
+const KEEP_CAPACITY: usize = 4096;
+
+/// One set: the raw `name NUL value NUL ...` bytes and, unless it is small, an
+/// index of the names.
 #[derive(Debug, Default, Clone)]
 struct MacroSet {
     raw: Vec<u8>,
-    /// One entry per pair, sorted by (hash of the name without braces,
-    /// position), so the first of equal names is the first received.
+    /// Pairs in `raw` if it is indexed; 0 for a small set (not counted).
+    pairs: usize,
+    /// Empty for a small set; else one entry per pair, sorted by (hash of the
+    /// name without braces, position), so the first of equal names is the
+    /// first received.
     index: Vec<Entry>,
 }
 
@@ -98,10 +112,17 @@ struct Entry {
 }
 
 impl MacroSet {
-    fn replace(&mut self, raw: &[u8]) {
+    /// Replaces the set with `raw`; `pairs` is its number of pairs when it
+    /// is indexed (more than `SCAN_BYTES`), else 0.
+    fn replace(&mut self, raw: &[u8], pairs: usize) {
         self.raw.clear();
         self.raw.extend_from_slice(raw);
+        self.pairs = pairs;
         self.index.clear();
+        if raw.len() <= SCAN_BYTES {
+            return;
+        }
+        self.index.reserve_exact(pairs);
         let base = self.raw.as_ptr() as usize;
         let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
         for (name, value) in (crate::command::MacroDef {
@@ -128,6 +149,13 @@ impl MacroSet {
     }
 
     fn get(&self, want: &[u8]) -> Option<&[u8]> {
+        if self.index.is_empty() {
+            // A small set (see `SCAN_BYTES`): a bounded scan.
+            return self
+                .pairs()
+                .find(|(name, _)| strip_braces(name) == want)
+                .map(|(_, value)| value);
+        }
         let h = hash(want);
         let first = self.index.partition_point(|e| e.hash < h);
         self.index[first..]
@@ -152,13 +180,27 @@ impl MacroSet {
 
     fn clear(&mut self) {
         self.raw.clear();
+        self.pairs = 0;
         self.index.clear();
     }
 
-    /// Clears and frees the memory.
+    /// Clears, and frees the memory of a set that grew large (a small one
+    /// keeps its capacity, so that ordinary messages allocate nothing).
     fn release(&mut self) {
-        *self = MacroSet::default();
+        if self.raw.capacity() > KEEP_CAPACITY
+            || self.index.capacity() * std::mem::size_of::<Entry>() > KEEP_CAPACITY
+        {
+            *self = MacroSet::default();
+        } else {
+            self.clear();
+        }
     }
+}
+
+/// How many pairs [`MacroPairs`] yields for `raw`: one per NUL-terminated
+/// string in an even position (a name; a name without its NUL is dropped).
+fn count_pairs(raw: &[u8]) -> usize {
+    raw.iter().filter(|&&b| b == 0).count().div_ceil(2)
 }
 
 /// FNV-1a, 32 bits: names are short and come from the MTA's configuration.
@@ -190,16 +232,16 @@ impl MacroStore {
             None => &self.transient,
         };
         let bytes = self.bytes() - replaced.raw.len() + raw_pairs.len();
+        // Only the pairs of an indexed set count (each costs an index entry).
+        let pairs = if raw_pairs.len() > SCAN_BYTES {
+            count_pairs(raw_pairs)
+        } else {
+            0
+        };
         let macros = if bytes > self.max_bytes {
             0
         } else {
-            self.macros() - replaced.index.len()
-                + (crate::command::MacroDef {
-                    stage: code,
-                    raw: raw_pairs,
-                })
-                .pairs()
-                .count()
+            self.macros() - replaced.pairs + pairs
         };
         if bytes > self.max_bytes || macros > MAX_MACROS {
             return Err(MacroLimitError {
@@ -217,7 +259,7 @@ impl MacroStore {
                 &mut self.transient
             }
         };
-        set.replace(raw_pairs);
+        set.replace(raw_pairs, pairs);
         Ok(())
     }
 
@@ -226,9 +268,10 @@ impl MacroStore {
         self.all_sets().map(|s| s.raw.len()).sum()
     }
 
-    /// Macros (name/value pairs) held.
+    /// Macros (name/value pairs) held in indexed sets (those over 512 bytes;
+    /// the pairs of smaller sets are not counted).
     pub fn macros(&self) -> usize {
-        self.all_sets().map(|s| s.index.len()).sum()
+        self.all_sets().map(|s| s.pairs).sum()
     }
 
     fn all_sets(&self) -> impl Iterator<Item = &MacroSet> {
@@ -458,5 +501,22 @@ mod tests {
             .map(|s| s.raw.capacity() + s.index.capacity() * 16)
             .sum();
         assert!(kept < 1024, "{kept} bytes kept after the message");
+    }
+
+    #[test]
+    fn pairs_are_counted_as_the_iterator_yields_them() {
+        for raw in [
+            &b""[..],
+            b"a\0",
+            b"a\0b\0",
+            b"a\0b",
+            b"a\0b\0c",
+            b"a\0b\0c\0",
+            b"\0\0\0\0",
+            b"lonely",
+        ] {
+            let iterated = crate::command::MacroDef { stage: 0, raw }.pairs().count();
+            assert_eq!(count_pairs(raw), iterated, "{raw:?}");
+        }
     }
 }
