@@ -99,16 +99,16 @@ impl LiveConnection {
     /// Returns false if the server is stopping: the connection must close
     /// instead of waiting.
     pub(crate) fn wait_for_command(&self, stopping: &AtomicBool) -> bool {
-        // A closed connection stays closed.
-        if self
+        // Already waiting (a read interrupted and retried) is fine; a
+        // connection the shutdown closed stays closed.
+        match self
             .hot
             .activity
             .compare_exchange(BUSY, WAITING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
         {
-            return false;
+            Ok(_) | Err(WAITING) => !stopping.load(Ordering::SeqCst),
+            Err(_) => false,
         }
-        !stopping.load(Ordering::SeqCst)
     }
 
     /// Bytes of a new command arrived while waiting: the connection is busy
@@ -288,6 +288,27 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_busy_and_closed_for_shutdown() {
+        let registry = Registry::default();
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let live = registry.add(1, &Stream::unix(ours));
+        let stopping = AtomicBool::new(false);
+        // Busy connections are never closed by the shutdown step.
+        assert_eq!(registry.close_waiting(), 0);
+        assert!(live.wait_for_command(&stopping));
+        // Waiting again (a retried read) is still waiting.
+        assert!(live.wait_for_command(&stopping));
+        assert!(live.command_arrived());
+        assert_eq!(registry.close_waiting(), 0, "a busy connection was closed");
+        assert!(live.wait_for_command(&stopping));
+        stopping.store(true, Ordering::SeqCst);
+        assert_eq!(registry.close_waiting(), 1);
+        assert!(live.closed_for_shutdown());
+        assert!(!live.command_arrived(), "bytes served after the close");
+        assert!(!live.wait_for_command(&stopping));
+    }
 
     #[test]
     fn positions_round_trip() {
