@@ -61,18 +61,30 @@ fn when_full_decides_the_session_behind_postfix() {
     let sink = SmtpSink::start().expect("sink");
     let mut failures = Vec::new();
     let mut delivered = 0;
+    // One Postfix for the three cases; each case points it at its own server.
+    let mut mta: Option<Postfix> = None;
     for (when_full, want_tempfail) in [
         (WhenFull::Tempfail, true),
         (WhenFull::Accept, false),
         (WhenFull::Close, false),
     ] {
         let (port, handle, thread, holder) = full_server(when_full);
-        let config = PostfixConfig {
-            milter: format!("inet:127.0.0.1:{port}"),
-            relay: sink.addr(),
-            extra_main_cf: vec!["milter_default_action = accept".into()],
+        let milter = format!("inet:127.0.0.1:{port}");
+        let mta = match &mut mta {
+            Some(mta) => {
+                mta.reconfigure(&[&format!("smtpd_milters = {milter}")])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                mta
+            }
+            None => mta.insert(
+                Postfix::start(&PostfixConfig {
+                    milter,
+                    relay: sink.addr(),
+                    extra_main_cf: vec!["milter_default_action = accept".into()],
+                })
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
         };
-        let mta = Postfix::start(&config).unwrap_or_else(|e| panic!("{e}"));
         let mut smtp = SmtpClient::connect(mta.smtp_addr()).expect("smtp connect");
         smtp.ehlo("client.example.test").expect("ehlo");
         let mail = smtp.mail_from("<a@example.test>", &[]).expect("mail");
@@ -105,10 +117,10 @@ fn when_full_decides_the_session_behind_postfix() {
             }
         }
         let _ = smtp.quit();
-        drop(mta);
         drop(holder);
         handle.shutdown(Duration::from_secs(5));
         thread.join().expect("server thread");
     }
+    drop(mta);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
