@@ -180,6 +180,7 @@ fn main() {
         .and_then(|b| {
             b.shadow(cli.listen.shadow)
                 .hooks(metrics.clone())
+                .stop_on_signals(milter_examples::SHUTDOWN_DEADLINE)
                 .build(RcptCounter::default)
         })
         .unwrap_or_else(|e| fail(&e.to_string()));
@@ -206,9 +207,6 @@ fn main() {
                 }
             }
         });
-    }
-    if let Err(e) = milter_examples::stop_on_signals(&handle) {
-        fail(&e.to_string());
     }
     if let Err(e) = server.run() {
         fail(&e.to_string());

@@ -37,21 +37,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let server = Server::builder()
+    Server::builder()
         .listen("inet:7357@127.0.0.1")?
-        .build(Stamp::default)?;
-    // SIGTERM (the service manager's stop) and SIGINT (Ctrl-C): stop accepting
-    // connections and give the messages in flight 10 seconds to finish.
-    let handle = server.handle();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            handle.shutdown(Duration::from_secs(10));
-        }
-    });
-    server.run()?;
+        // SIGTERM (the service manager's stop) and SIGINT (Ctrl-C): stop accepting
+        // connections and give the messages in flight 10 seconds to finish; a
+        // second signal stops at once. Cargo feature `signals`.
+        .stop_on_signals(Duration::from_secs(10))
+        .build(Stamp::default)?
+        .run()?;
     Ok(())
 }

@@ -27,7 +27,7 @@
 #![deny(missing_docs)]
 
 use clap::Parser;
-use milter_blocking::{Milter, Server, ServerHandle};
+use milter_blocking::{Milter, Server};
 use std::time::Duration;
 
 /// How long in-flight messages may take to finish after SIGINT/SIGTERM.
@@ -145,8 +145,10 @@ where
     M: Milter + 'static,
     F: Fn() -> M + Send + Sync + 'static,
 {
-    let server = listen(spec)?.shadow(shadow).build(factory)?;
-    stop_on_signals(&server.handle())?;
+    let server = listen(spec)?
+        .shadow(shadow)
+        .stop_on_signals(SHUTDOWN_DEADLINE)
+        .build(factory)?;
     server.run()?;
     Ok(())
 }
@@ -161,23 +163,4 @@ pub fn listen(spec: &str) -> Result<milter_blocking::ServerBuilder, milter_block
     } else {
         builder.listen(spec)
     }
-}
-
-/// Starts a thread that shuts the server down gracefully on SIGINT or SIGTERM
-/// (in-flight messages get [`SHUTDOWN_DEADLINE`]).
-pub fn stop_on_signals(handle: &ServerHandle) -> std::io::Result<()> {
-    let handle = handle.clone();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            log::info!(
-                "signal {sig}: shutting down (in-flight messages get {SHUTDOWN_DEADLINE:?})"
-            );
-            handle.shutdown(SHUTDOWN_DEADLINE);
-        }
-    });
-    Ok(())
 }

@@ -15,7 +15,7 @@ use milter_core::{Stage, Status};
 use std::any::Any;
 use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ pub(crate) struct ConnectionConfig {
     pub(crate) read_watch: Option<Arc<ReadWatch>>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) max_payload: usize,
+    pub(crate) max_macro_bytes: usize,
     pub(crate) failure_status: Status,
     pub(crate) shadow: bool,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
@@ -55,14 +56,8 @@ pub(crate) fn serve<M: Milter>(
     live: &LiveConnection,
     stopping: &AtomicBool,
 ) {
-    // The read timeout is the watchdog's, unless the registry could not keep
-    // a duplicate of the socket to cut it with (out of descriptors): then the
-    // kernel's.
-    let kernel_read_timeout = match &config.read_watch {
-        Some(w) if !live.can_be_cut() => Some(w.limit()),
-        _ => None,
-    };
-    if let Err(e) = stream.set_timeouts(kernel_read_timeout, config.write_timeout) {
+    // The read timeout is kept by the watchdog (see `read_watch.rs`).
+    if let Err(e) = stream.set_timeouts(None, config.write_timeout) {
         log::warn!("{info}: cannot set socket timeouts: {e}");
         return;
     }
@@ -72,17 +67,20 @@ pub(crate) fn serve<M: Milter>(
         shadow: config.shadow,
         would: Vec::new(),
     };
+    let mut session = FilterSession::new();
+    session.set_max_macro_bytes(config.max_macro_bytes);
     let mut conn = Connection {
         stream,
         milter,
         info,
-        session: FilterSession::new(),
+        session,
         config,
         live,
         observer,
         headers: HeaderIndex::default(),
         opened: std::time::Instant::now(),
         lost: None,
+        first_bytes: Vec::new(),
     };
     conn.run(stopping);
 }
@@ -99,6 +97,8 @@ struct Connection<'a, M> {
     opened: std::time::Instant,
     /// A write at end of message failed: the connection is lost.
     lost: Option<io::ErrorKind>,
+    /// The connection's first bytes, to describe a peer that is not an MTA.
+    first_bytes: Vec<u8>,
 }
 
 impl<M: Milter> Connection<'_, M> {
@@ -108,10 +108,26 @@ impl<M: Milter> Connection<'_, M> {
 
     fn run(&mut self, stopping: &AtomicBool) {
         let mut decoder = FrameDecoder::with_max_payload(self.config.max_payload);
+        // The last command was a macro packet: the command it belongs to follows.
+        let mut after_macros = false;
         loop {
+            // Idle only while waiting for the first byte of a new command
+            // outside a message (see `registry.rs`).
+            let waiting = !self.session.in_message() && decoder.buffered() == 0 && !after_macros;
+            if waiting {
+                decoder.shrink_to(KEEP_READ_BUFFER);
+                if !self.live.wait_for_command(stopping) {
+                    log::debug!("{}: closing for shutdown", self.info);
+                    return self.end_of_input();
+                }
+            }
             let read = self.read_input(decoder.spare());
             let n = match read {
                 Ok(0) if self.live.read_timed_out() => return self.read_timed_out(),
+                Ok(0) if self.live.closed_for_shutdown() => {
+                    log::debug!("{}: closing for shutdown", self.info);
+                    return self.end_of_input();
+                }
                 Ok(0) => {
                     if decoder.buffered() > 0 {
                         log::warn!(
@@ -125,21 +141,23 @@ impl<M: Milter> Connection<'_, M> {
                     return self.end_of_input();
                 }
                 Ok(n) => n,
-                // The kernel's read timeout (see `serve`).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return self.read_timed_out()
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("{}: read error: {e}", self.tag());
                     return self.end_of_input();
                 }
             };
+            if self.first_bytes.len() < crate::foreign_peer::KEPT
+                && self.session.negotiated().is_none()
+            {
+                let take = n.min(crate::foreign_peer::KEPT - self.first_bytes.len());
+                self.first_bytes.extend_from_slice(&decoder.spare()[..take]);
+            }
+            if waiting && !self.live.command_arrived() {
+                // The shutdown closed the connection as the bytes arrived.
+                log::debug!("{}: closing for shutdown", self.info);
+                return self.end_of_input();
+            }
             decoder.commit(n);
             loop {
                 let frame = match decoder.next_frame() {
@@ -149,12 +167,17 @@ impl<M: Milter> Connection<'_, M> {
                         if let Some(h) = self.hooks() {
                             h.protocol_error(&self.info, &e);
                         }
-                        log::warn!("{}: protocol error: {e}; closing", self.tag());
+                        log::warn!(
+                            "{}: protocol error: {e}{}; closing",
+                            self.tag(),
+                            self.foreign_peer()
+                        );
                         self.flush();
                         return self.end_of_input();
                     }
                 };
                 log::trace!("{}: command {:?}", self.info, frame.code as char);
+                after_macros = frame.code == b'D';
                 match self.command(frame) {
                     Flow::Go => {}
                     Flow::Close => {
@@ -173,13 +196,6 @@ impl<M: Milter> Connection<'_, M> {
                 return self.end_of_input();
             }
             self.live.set_position(self.session.position());
-            if !self.session.in_message() {
-                decoder.shrink_to(KEEP_READ_BUFFER);
-                if stopping.load(Ordering::Relaxed) && decoder.buffered() == 0 {
-                    log::debug!("{}: closing for shutdown", self.info);
-                    return self.end_of_input();
-                }
-            }
         }
     }
 
@@ -252,11 +268,29 @@ impl<M: Milter> Connection<'_, M> {
         self.session.clear_output();
         match result {
             Ok(()) => true,
+            Err(e) if is_timeout(e.kind()) => {
+                log::warn!(
+                    "{}: write to the MTA timed out after {:?} (the MTA stopped reading); closing",
+                    self.tag(),
+                    self.config.write_timeout.unwrap_or_default()
+                );
+                false
+            }
             Err(e) => {
-                log::warn!("{}: write error: {e}", self.tag());
+                log::warn!("{}: write error: {e}; closing", self.tag());
                 false
             }
         }
+    }
+
+    /// For a protocol error before negotiation: what the peer seems to be,
+    /// when its first bytes are clearly not a milter packet (else nothing).
+    fn foreign_peer(&self) -> String {
+        if self.session.negotiated().is_some() {
+            return String::new();
+        }
+        crate::foreign_peer::describe(&self.first_bytes)
+            .map_or_else(String::new, |d| format!("; {d}"))
     }
 
     /// The connection and, when known, the queue id, for log lines.
@@ -282,7 +316,7 @@ impl<M: Milter> Connection<'_, M> {
                 if let Some(h) = self.hooks() {
                     h.protocol_error(&self.info, &e);
                 }
-                log::warn!("{}: {e}; closing", self.tag());
+                log::warn!("{}: {e}{}; closing", self.tag(), self.foreign_peer());
                 self.end_of_input();
                 Flow::Close
             }
@@ -334,7 +368,7 @@ impl<M: Milter> Connection<'_, M> {
             Event::Abort => {
                 self.shadow_message_ended(|| "aborted".to_string());
                 let flow = self.call_unit("abort", |m, ctx| m.abort(ctx).into_result());
-                self.milter.reset_message();
+                self.message_over();
                 flow
             }
             Event::Close => {
@@ -475,7 +509,7 @@ impl<M: Milter> Connection<'_, M> {
                 message_ended,
             }) => {
                 if message_ended {
-                    self.milter.reset_message();
+                    self.message_over();
                 }
                 flow
             }
@@ -516,9 +550,16 @@ impl<M: Milter> Connection<'_, M> {
                 }
                 self.shadow_message_ended(|| format!("ended with {} at {stage}", decided.name()));
             }
-            self.milter.reset_message();
+            self.message_over();
         }
         flow
+    }
+
+    /// The message ended (its final reply sent, or its abort handled): the
+    /// milter's per-message state is reset and the message's macros freed.
+    fn message_over(&mut self) {
+        self.milter.reset_message();
+        self.session.release_message_macros();
     }
 
     #[cold]
@@ -607,15 +648,28 @@ impl<M: Milter> Connection<'_, M> {
         }
         let flow = self.finish_stage(Stage::Eom, result);
         if let Some(kind) = self.lost {
-            log::warn!(
-                "{}: connection to the MTA lost during end of message ({kind:?}); closing",
-                self.tag()
-            );
+            if is_timeout(kind) {
+                log::warn!(
+                    "{}: write to the MTA timed out after {:?} during end of message (the MTA stopped reading); closing",
+                    self.tag(),
+                    self.config.write_timeout.unwrap_or_default()
+                );
+            } else {
+                log::warn!(
+                    "{}: connection to the MTA lost during end of message ({kind:?}); closing",
+                    self.tag()
+                );
+            }
             self.session.clear_output();
             return Flow::Fail;
         }
         flow
     }
+}
+
+/// A socket timeout: `SO_SNDTIMEO` expiring shows as "would block" (EAGAIN).
+fn is_timeout(kind: io::ErrorKind) -> bool {
+    matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {

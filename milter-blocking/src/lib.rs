@@ -81,11 +81,14 @@
 //! the MTA's address, and the queue id once the MTA sent it.
 //!
 //! - **error**: the server cannot go on (accept failed for good); a handler
-//!   panicked (with the panic message); a worker thread could not be started.
-//! - **warn**: the MTA broke the protocol; negotiation failed; a handler returned
-//!   an error; a read timed out; a connection was refused at the limit; a
+//!   panicked (with the panic message).
+//! - **warn**: the MTA broke the protocol (a peer that is not an MTA is named
+//!   from its first bytes); negotiation failed; a handler returned an error; a
+//!   read or a write timed out; connections were refused at the limit or for
+//!   want of a thread (one line, then one per second with a count); a
 //!   handler's status was changed (reject at a no-reply stage, discard at
-//!   connect, ...); the shutdown deadline cut connections.
+//!   connect, ...); the shutdown deadline cut connections; `max_connections`
+//!   cannot fit the descriptor limit.
 //! - **info**: start (each listener) and stop; shadow-mode lines.
 //! - **debug**: connections opened and closed (an MTA closing its connection is
 //!   ordinary and never logged above debug); the negotiation result.
@@ -102,16 +105,24 @@ pub mod client;
 mod connection;
 mod context;
 mod declaration;
+mod descriptor_limit;
+mod foreign_peer;
 mod handler;
 mod header_index;
 mod hooks;
 mod listener;
+mod overflow;
 mod pool;
 mod read_watch;
+mod refusals;
 mod registry;
 mod server;
+mod service_notify;
+#[cfg(feature = "signals")]
+mod signals;
 mod socket_spec;
 mod spin;
+mod system_ids;
 
 #[doc(hidden)]
 #[path = "private_v1.rs"]
@@ -122,7 +133,7 @@ pub use context::{ConnectionInfo, Context, EomContext, ModifyError};
 pub use declaration::Declaration;
 pub use handler::{HandlerError, HandlerResult, Milter, StageReturn, UnitReturn};
 pub use hooks::Hooks;
-pub use listener::{ListenOptions, Listener};
+pub use listener::{ExistingSocketFile, ListenOptions, Listener};
 pub use milter_core;
 pub use milter_core::{
     bare_address, Actions, Args, ConnectAddr, EnvelopeAddr, Header, MacroStage, OptNeg,
@@ -205,8 +216,9 @@ pub use milter_derive::Milter;
 pub use milter_derive::handlers;
 pub use registry::ServerStats;
 pub use server::{
-    Server, ServerBuilder, ServerError, ServerHandle, DEFAULT_BUSY_POLL,
+    Server, ServerBuilder, ServerError, ServerHandle, WhenFull, DEFAULT_BUSY_POLL,
     DEFAULT_IDLE_THREAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE, DEFAULT_STACK_SIZE,
     DEFAULT_TIMEOUT,
 };
 pub use socket_spec::{SocketSpec, SocketSpecError};
+pub use system_ids::{group_id, user_id, IdLookupError};

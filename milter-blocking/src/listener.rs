@@ -8,6 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a blocking `accept` waits before the server checks for shutdown.
@@ -23,12 +24,16 @@ pub struct ListenOptions {
     /// Permissions of a Unix socket file (e.g. `0o660` so that the MTA's group can
     /// connect). `None` keeps what the umask gives.
     pub unix_mode: Option<u32>,
-    /// Owner (uid) of a Unix socket file, if it should change.
+    /// Owner (uid) of a Unix socket file, if it should change
+    /// ([`user_id`](crate::user_id) finds it by name).
     pub unix_owner: Option<u32>,
-    /// Group (gid) of a Unix socket file, if it should change.
+    /// Group (gid) of a Unix socket file, if it should change
+    /// ([`group_id`](crate::group_id) finds it by name, e.g. `postfix`).
     pub unix_group: Option<u32>,
-    /// Remove a stale Unix socket file at start (only if it is a socket and nothing
-    /// answers on it).
+    /// Remove a stale Unix socket file at start: only a socket whose connection
+    /// attempt is refused (nobody listens). Anything else at the path, or a
+    /// connection attempt that fails otherwise (permission denied...), is
+    /// reported ([`ExistingSocketFile`]) and nothing is removed.
     pub remove_stale: bool,
     /// TCP keepalive idle time for accepted connections, so that a connection
     /// whose MTA vanished (host down, no FIN) is noticed: probes start after this
@@ -170,9 +175,9 @@ impl Listener {
                             sock.set_tcp_keepalive(&ka)?;
                         }
                         let stream: TcpStream = sock.into();
-                        Ok(Some(Stream::Tcp(stream, addr.as_socket())))
+                        Ok(Some(Stream::tcp(stream, addr.as_socket())))
                     }
-                    ListenerKind::Unix { .. } => Ok(Some(Stream::Unix(sock.into()))),
+                    ListenerKind::Unix { .. } => Ok(Some(Stream::unix(sock.into()))),
                 }
             }
             Err(e)
@@ -211,37 +216,118 @@ fn with_context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Why a file already at a Unix socket path was left alone at start. It is
+/// the inner error of the `io::Error` that [`Listener::bind`] returns
+/// (`io::Error::get_ref` and `downcast_ref` reach it).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExistingSocketFile {
+    /// The path is not a socket (a file, a directory, a symlink, a FIFO...).
+    NotASocket(PathBuf),
+    /// A socket at the path, and `ListenOptions::remove_stale` is off.
+    RemovalDisabled(PathBuf),
+    /// Another process accepts connections on the socket.
+    Live(PathBuf),
+    /// Connecting to the socket failed otherwise than "connection refused"
+    /// (permission denied, the file vanished...): whether it is in use cannot
+    /// be told, so it is left alone.
+    Unverified {
+        /// The socket path.
+        path: PathBuf,
+        /// Why connecting to it failed.
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for ExistingSocketFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExistingSocketFile::NotASocket(p) => write!(
+                f,
+                "{} exists and is not a socket; refusing to remove it",
+                p.display()
+            ),
+            ExistingSocketFile::RemovalDisabled(p) => {
+                write!(f, "socket {} already exists", p.display())
+            }
+            ExistingSocketFile::Live(p) => write!(
+                f,
+                "another process is listening on {}; not removing it",
+                p.display()
+            ),
+            ExistingSocketFile::Unverified { path, source } => write!(
+                f,
+                "cannot tell whether socket {} is in use (connecting to it failed: {source}); \
+                 not removing it",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ExistingSocketFile {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ExistingSocketFile::Unverified { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ExistingSocketFile> for io::Error {
+    fn from(e: ExistingSocketFile) -> io::Error {
+        let kind = match e {
+            ExistingSocketFile::NotASocket(_) => io::ErrorKind::AlreadyExists,
+            _ => io::ErrorKind::AddrInUse,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Whether the socket at `path` is stale: only "connection refused" (nobody
+/// listens) says so. Any other failure is reported, and the file left alone:
+/// a second instance running as another user gets "permission denied" on a
+/// live socket, and must not take its path.
+fn check_stale(path: &Path) -> Result<(), ExistingSocketFile> {
+    stale_verdict(path, probe(path))
+}
+
+/// Connects to the socket without blocking (a listener whose backlog is full
+/// answers "try again" instead of keeping the start waiting).
+fn probe(path: &Path) -> io::Result<()> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)
+}
+
+/// The verdict on a probe's result (see [`check_stale`]).
+fn stale_verdict(path: &Path, probed: io::Result<()>) -> Result<(), ExistingSocketFile> {
+    match probed {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+        // Accepted, or queued behind a full backlog: somebody listens.
+        Ok(()) => Err(ExistingSocketFile::Live(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(ExistingSocketFile::Live(path.to_path_buf()))
+        }
+        Err(source) => Err(ExistingSocketFile::Unverified {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
     match fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a socket; refusing to remove it",
-                        path.display()
-                    ),
-                ));
+                return Err(ExistingSocketFile::NotASocket(path.to_path_buf()).into());
             }
             if !opts.remove_stale {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("socket {} already exists", path.display()),
-                ));
+                return Err(ExistingSocketFile::RemovalDisabled(path.to_path_buf()).into());
             }
-            match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!(
-                            "another process is listening on {}; not removing it",
-                            path.display()
-                        ),
-                    ))
-                }
-                Err(_) => fs::remove_file(path)
-                    .map_err(|e| with_context(e, &format!("removing stale {}", path.display())))?,
-            }
+            check_stale(path)?;
+            fs::remove_file(path)
+                .map_err(|e| with_context(e, &format!("removing stale {}", path.display())))?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(with_context(e, &format!("checking {}", path.display()))),
@@ -279,19 +365,42 @@ fn bind_unix(path: &Path, opts: &ListenOptions) -> io::Result<Listener> {
     })
 }
 
-/// An accepted connection.
+/// An accepted connection: one socket, one descriptor, shared by the
+/// connection's thread and the server's connection table.
+///
+/// Cloning shares the socket (no `dup`): the server can always shut down a
+/// connection from outside, even when the process is out of descriptors, and a
+/// connection costs one descriptor. The descriptor is closed when the last
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Stream {
+    socket: Arc<SharedSocket>,
+    peer: Option<SocketAddr>,
+}
+
 #[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(TcpStream, Option<SocketAddr>),
+enum SharedSocket {
+    Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    pub(crate) fn peer(&self) -> Option<SocketAddr> {
-        match self {
-            Stream::Tcp(_, a) => *a,
-            Stream::Unix(_) => None,
+    pub(crate) fn tcp(s: TcpStream, peer: Option<SocketAddr>) -> Stream {
+        Stream {
+            socket: Arc::new(SharedSocket::Tcp(s)),
+            peer,
         }
+    }
+
+    pub(crate) fn unix(s: UnixStream) -> Stream {
+        Stream {
+            socket: Arc::new(SharedSocket::Unix(s)),
+            peer: None,
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     pub(crate) fn set_timeouts(
@@ -299,12 +408,12 @@ impl Stream {
         read: Option<Duration>,
         write: Option<Duration>,
     ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => {
+        match &*self.socket {
+            SharedSocket::Tcp(s) => {
                 s.set_read_timeout(read)?;
                 s.set_write_timeout(write)
             }
-            Stream::Unix(s) => {
+            SharedSocket::Unix(s) => {
                 s.set_read_timeout(read)?;
                 s.set_write_timeout(write)
             }
@@ -312,45 +421,83 @@ impl Stream {
     }
 
     pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => s.set_nonblocking(on),
+            SharedSocket::Unix(s) => s.set_nonblocking(on),
         }
     }
 
-    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s, a) => Stream::Tcp(s.try_clone()?, *a),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s, _) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => s.shutdown(how),
+            SharedSocket::Unix(s) => s.shutdown(how),
         }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s, _) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => (&*s).read(buf),
+            SharedSocket::Unix(s) => (&*s).read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s, _) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+        match &*self.socket {
+            SharedSocket::Tcp(s) => (&*s).write(buf),
+            SharedSocket::Unix(s) => (&*s).write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(e: io::ErrorKind) -> Result<(), ExistingSocketFile> {
+        stale_verdict(Path::new("/run/m.sock"), Err(io::Error::from(e)))
+    }
+
+    #[test]
+    fn only_connection_refused_makes_a_socket_stale() {
+        assert!(verdict(io::ErrorKind::ConnectionRefused).is_ok());
+        assert!(matches!(
+            stale_verdict(Path::new("/run/m.sock"), Ok(())),
+            Err(ExistingSocketFile::Live(_))
+        ));
+        assert!(matches!(
+            verdict(io::ErrorKind::WouldBlock),
+            Err(ExistingSocketFile::Live(_))
+        ));
+        for kind in [
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::NotFound,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::Other,
+        ] {
+            let e = verdict(kind).unwrap_err();
+            assert!(
+                matches!(e, ExistingSocketFile::Unverified { .. }),
+                "{kind:?}: {e}"
+            );
+            assert!(e.to_string().contains("not removing it"), "{e}");
+        }
+        let denied = stale_verdict(
+            Path::new("/run/m.sock"),
+            Err(io::Error::from_raw_os_error(13)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "cannot tell whether socket /run/m.sock is in use (connecting to it failed: \
+             Permission denied (os error 13)); not removing it"
+        );
     }
 }

@@ -1,20 +1,34 @@
-//! A bounded thread pool for connections (crossbeam-channel).
+//! A bounded thread pool for connections.
 //!
 //! Threads are started on demand up to `max_threads`, reused across connections,
 //! and leave after `idle_timeout` without work. Work that finds every thread busy
 //! waits in a queue of at most `queue` items; beyond that it is refused and handed
 //! back to the caller, which closes the connection.
+//!
+//! Idle workers wait on a stack: new work goes to the worker that became idle
+//! last. Spreading work over every idle worker would keep each of them alive
+//! after a burst (each gets something to do within its idle timeout); with the
+//! stack, the workers at the bottom stay idle and leave, so the number of
+//! threads follows the number of connections served at once. A job goes to an
+//! idle worker only while the worker is waiting, under the pool's lock: never
+//! into a queue behind a worker that just took another job.
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::refusals::Refusal;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// A unit of work: serving one connection.
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// What an idle worker receives: a job, or `None` to leave (the pool is
+/// joined).
+type Wake = Option<Job>;
 
 #[derive(Debug)]
 struct Counters {
@@ -22,19 +36,36 @@ struct Counters {
     idle: AtomicUsize,
 }
 
+/// What the submitters and the workers share, under one lock.
+struct Shared {
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+struct State {
+    /// Idle workers, the one that became idle last on top: its id and where
+    /// to hand it work.
+    idle: Vec<(u64, Sender<Wake>)>,
+    /// Work waiting for a thread when every thread is busy.
+    queue: VecDeque<Job>,
+    /// `join` was called: no more work; workers leave when the queue is empty.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The pool.
 pub(crate) struct Pool {
-    /// Zero-capacity: a send succeeds only into the hands of a worker that is
-    /// waiting for work right now.
-    handoff_tx: Option<Sender<Job>>,
-    handoff_rx: Receiver<Job>,
-    /// Work waiting for a thread when all threads are busy.
-    tx: Option<Sender<Job>>,
-    rx: Receiver<Job>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    queue_cap: usize,
     max_threads: usize,
     idle_timeout: Duration,
     stack_size: usize,
+    next_worker: u64,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -54,70 +85,85 @@ impl Pool {
         idle_timeout: Duration,
         stack_size: usize,
     ) -> Pool {
-        let (tx, rx) = bounded(queue);
-        let (handoff_tx, handoff_rx) = bounded(0);
         Pool {
-            handoff_tx: Some(handoff_tx),
-            handoff_rx,
-            tx: Some(tx),
-            rx,
-            counters: Arc::new(Counters {
-                threads: AtomicUsize::new(0),
-                idle: AtomicUsize::new(0),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    idle: Vec::new(),
+                    queue: VecDeque::new(),
+                    closed: false,
+                }),
+                counters: Counters {
+                    threads: AtomicUsize::new(0),
+                    idle: AtomicUsize::new(0),
+                },
             }),
+            queue_cap: queue,
             max_threads: max_threads.max(1),
             idle_timeout,
             stack_size,
+            next_worker: 0,
             handles: Vec::new(),
         }
     }
 
     /// Threads alive.
     pub(crate) fn threads(&self) -> usize {
-        self.counters.threads.load(Ordering::Relaxed)
+        self.shared.counters.threads.load(Ordering::Relaxed)
     }
 
     /// Threads waiting for work.
     pub(crate) fn idle(&self) -> usize {
-        self.counters.idle.load(Ordering::Relaxed)
+        self.shared.counters.idle.load(Ordering::Relaxed)
     }
 
-    /// Runs a job: on an idle thread, on a new thread if the pool may grow, or
-    /// after waiting in the queue; returns it back if the pool is saturated (every
-    /// thread busy and the queue full).
-    pub(crate) fn submit(&mut self, job: Job) -> Result<(), Job> {
+    /// Runs a job: on the idle thread that waits since the shortest time, on a
+    /// new thread if the pool may grow, or after waiting in the queue; returns
+    /// it back with the reason if it cannot (every thread busy and the queue
+    /// full, or a thread could not be started).
+    pub(crate) fn submit(&mut self, job: Job) -> Result<(), (Job, Refusal)> {
         self.handles.retain(|h| !h.is_finished());
-        let (Some(handoff), Some(tx)) = (&self.handoff_tx, &self.tx) else {
-            return Err(job);
-        };
-        // A worker waiting right now takes it (never a worker that merely
-        // counted as idle a moment ago).
-        let job = match handoff.try_send(job) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
-        };
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err((job, Refusal::Full));
+        }
+        if let Some((_, worker)) = state.idle.pop() {
+            self.shared.counters.idle.fetch_sub(1, Ordering::Relaxed);
+            // The worker waits for this (or, past its timeout, looks for
+            // itself on the stack under the lock, misses, and waits for it).
+            return match worker.try_send(Some(job)) {
+                Ok(()) => Ok(()),
+                // Its receiver is gone, the worker died (cannot happen: workers
+                // catch panics): hand the job back.
+                Err(e) => match e.into_inner() {
+                    Some(job) => Err((job, Refusal::NoThread)),
+                    None => Ok(()),
+                },
+            };
+        }
         if self.threads() < self.max_threads {
+            drop(state);
             return match self.spawn(job) {
                 Ok(()) => Ok(()),
                 Err((e, job)) => {
-                    log::error!("cannot start a worker thread: {e}");
-                    Err(job)
+                    log::debug!("cannot start a worker thread: {e}");
+                    Err((job, Refusal::NoThread))
                 }
             };
         }
-        match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+        if state.queue.len() < self.queue_cap {
+            state.queue.push_back(job);
+            return Ok(());
         }
+        Err((job, Refusal::Full))
     }
 
-    /// Starts a thread that runs `first`, then takes work from the queue.
+    /// Starts a thread that runs `first`, then takes work from the pool.
     fn spawn(&mut self, first: Job) -> Result<(), (io::Error, Job)> {
-        let rx = self.rx.clone();
-        let handoff = self.handoff_rx.clone();
-        let counters = Arc::clone(&self.counters);
+        let shared = Arc::clone(&self.shared);
         let idle_timeout = self.idle_timeout;
-        counters.threads.fetch_add(1, Ordering::Relaxed);
+        self.next_worker += 1;
+        let id = self.next_worker;
+        shared.counters.threads.fetch_add(1, Ordering::Relaxed);
         // The job travels through a one-slot channel so that it can be handed
         // back if the thread cannot be started.
         let (first_tx, first_rx) = bounded::<Job>(1);
@@ -128,42 +174,11 @@ impl Pool {
             .spawn({
                 let first_rx = first_rx.clone();
                 move || {
-                    // A job that panics must not end the thread uncounted.
-                    let run = |job: Job| {
-                        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                            log::error!("a connection job panicked");
-                        }
-                    };
                     if let Ok(job) = first_rx.try_recv() {
                         run(job);
                     }
-                    loop {
-                        // Queued work first; then wait for either kind.
-                        if let Ok(job) = rx.try_recv() {
-                            run(job);
-                            continue;
-                        }
-                        counters.idle.fetch_add(1, Ordering::Relaxed);
-                        let next = crossbeam_channel::select! {
-                            recv(handoff) -> job => job.map_err(|_| RecvTimeoutError::Disconnected),
-                            recv(rx) -> job => job.map_err(|_| RecvTimeoutError::Disconnected),
-                            default(idle_timeout) => Err(RecvTimeoutError::Timeout),
-                        };
-                        counters.idle.fetch_sub(1, Ordering::Relaxed);
-                        match next {
-                            Ok(job) => run(job),
-                            Err(RecvTimeoutError::Timeout) if rx.is_empty() => break,
-                            Err(RecvTimeoutError::Timeout) => {}
-                            Err(RecvTimeoutError::Disconnected) => {
-                                // Both senders gone (join): finish the queue.
-                                while let Ok(job) = rx.try_recv() {
-                                    run(job);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                    counters.threads.fetch_sub(1, Ordering::Relaxed);
+                    work(&shared, id, idle_timeout);
+                    shared.counters.threads.fetch_sub(1, Ordering::Relaxed);
                 }
             });
         match spawned {
@@ -172,7 +187,7 @@ impl Pool {
                 Ok(())
             }
             Err(e) => {
-                self.counters.threads.fetch_sub(1, Ordering::Relaxed);
+                self.shared.counters.threads.fetch_sub(1, Ordering::Relaxed);
                 match first_rx.try_recv() {
                     Ok(job) => Err((e, job)),
                     Err(_) => Ok(()),
@@ -181,14 +196,69 @@ impl Pool {
         }
     }
 
-    /// Stops taking work and waits for every thread to finish its queue.
+    /// Stops taking work and waits for every thread to finish the queue.
     pub(crate) fn join(&mut self) {
-        self.tx = None;
-        self.handoff_tx = None;
+        {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            for (_, worker) in state.idle.drain(..) {
+                self.shared.counters.idle.fetch_sub(1, Ordering::Relaxed);
+                let _ = worker.try_send(None);
+            }
+        }
         for h in self.handles.drain(..) {
             if h.join().is_err() {
                 log::error!("a worker thread panicked outside a handler");
             }
+        }
+    }
+}
+
+/// Runs one job; a job that panics must not end the thread uncounted.
+fn run(job: Job) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        log::error!("a connection job panicked");
+    }
+}
+
+/// A worker's life after its first job: queued work first, else wait on the
+/// idle stack; leave after `idle_timeout` without work, or when the pool is
+/// joined and the queue is empty.
+fn work(shared: &Shared, id: u64, idle_timeout: Duration) {
+    let (tx, rx): (Sender<Wake>, Receiver<Wake>) = bounded(1);
+    loop {
+        {
+            let mut state = shared.lock();
+            if let Some(job) = state.queue.pop_front() {
+                drop(state);
+                run(job);
+                continue;
+            }
+            if state.closed {
+                return;
+            }
+            state.idle.push((id, tx.clone()));
+            shared.counters.idle.fetch_add(1, Ordering::Relaxed);
+        }
+        let wake = match rx.recv_timeout(idle_timeout) {
+            Ok(wake) => wake,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut state = shared.lock();
+                if let Some(at) = state.idle.iter().position(|(w, _)| *w == id) {
+                    state.idle.remove(at);
+                    shared.counters.idle.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                drop(state);
+                // Taken off the stack by a submitter (or `join`) just now:
+                // what it sent is on its way.
+                rx.recv().unwrap_or(None)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        };
+        match wake {
+            Some(job) => run(job),
+            None => return,
         }
     }
 }

@@ -142,11 +142,11 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
 
-    /// A registered connection, a duplicate of its socket, and the peer.
-    fn entry(registry: &Registry, id: u64) -> (Arc<LiveConnection>, UnixStream, UnixStream) {
+    /// A registered connection, its socket, and the peer.
+    fn entry(registry: &Registry, id: u64) -> (Arc<LiveConnection>, Stream, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let duplicate = ours.try_clone().unwrap();
-        (registry.add(id, &Stream::Unix(ours)), duplicate, theirs)
+        let ours = Stream::unix(ours);
+        (registry.add(id, &ours), ours, theirs)
     }
 
     #[test]

@@ -1,5 +1,26 @@
-//! The connections a server holds open: for graceful shutdown and for a live
-//! view of where each connection is.
+//! The connections a server holds open: the one owner of each connection's
+//! shared state. The connection's thread, the accept loop (read timeouts),
+//! the shutdown and the stats all read the same [`LiveConnection`], and it
+//! holds the connection's socket itself (shared, not duplicated), so the
+//! server can always cut a connection, whatever the descriptor limit.
+//!
+//! # When a connection may be closed for shutdown
+//!
+//! A connection is *waiting* only while it waits for the first byte of a new
+//! command outside a message; from the moment bytes arrive, while its handler
+//! runs, and until the message ends, it is *busy*. The shutdown closes only
+//! waiting connections, and the two sides agree through one atomic:
+//!
+//! - the connection stores `WAITING`, then reads the stopping flag; if set, it
+//!   closes itself;
+//! - the shutdown sets the stopping flag, then swaps `WAITING` for `CLOSED`
+//!   and, if that worked, shuts the reading side;
+//! - when bytes arrive, the connection swaps `WAITING` for `BUSY`; if that
+//!   fails, the shutdown closed it first and it does not serve the bytes.
+//!
+//! (Both sides use sequentially consistent operations, so at least one of
+//! them sees the other: a connection is never left waiting through a shutdown,
+//! and a busy one is never closed before the deadline.)
 
 use crate::cache_line::CacheLine;
 use crate::listener::Stream;
@@ -34,7 +55,14 @@ fn decode(v: u8) -> Position {
     }
 }
 
-/// One open connection as the registry sees it.
+/// A command is being received or handled, or a message is open.
+const BUSY: u8 = 0;
+/// Waiting for the first byte of a new command outside a message.
+const WAITING: u8 = 1;
+/// Closed by the shutdown while waiting.
+const CLOSED: u8 = 2;
+
+/// One open connection as the server sees it.
 #[derive(Debug)]
 pub(crate) struct LiveConnection {
     /// Written by the connection's thread around every read and after every
@@ -44,12 +72,15 @@ pub(crate) struct LiveConnection {
     /// The read watchdog cut this connection's read (see `read_watch.rs`).
     timed_out: AtomicBool,
     opened: Instant,
-    stream: Option<Stream>,
+    /// The connection's socket (shared with its thread, not a duplicate).
+    stream: Stream,
 }
 
 #[derive(Debug)]
 struct Hot {
     position: AtomicU8,
+    /// `BUSY`, `WAITING` or `CLOSED` (see the module documentation).
+    activity: AtomicU8,
     /// The read watchdog's tick when the connection began to wait in a read;
     /// 0 while it is not waiting.
     reading_since: AtomicU64,
@@ -62,6 +93,37 @@ impl LiveConnection {
 
     pub(crate) fn position(&self) -> Position {
         decode(self.hot.position.load(Ordering::Relaxed))
+    }
+
+    /// The connection is about to wait for a new command outside a message.
+    /// Returns false if the server is stopping: the connection must close
+    /// instead of waiting.
+    pub(crate) fn wait_for_command(&self, stopping: &AtomicBool) -> bool {
+        // Already waiting (a read interrupted and retried) is fine; a
+        // connection the shutdown closed stays closed.
+        match self
+            .hot
+            .activity
+            .compare_exchange(BUSY, WAITING, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) | Err(WAITING) => !stopping.load(Ordering::SeqCst),
+            Err(_) => false,
+        }
+    }
+
+    /// Bytes of a new command arrived while waiting: the connection is busy
+    /// until it waits again. Returns false if the shutdown closed it first:
+    /// the bytes must not be served.
+    pub(crate) fn command_arrived(&self) -> bool {
+        self.hot
+            .activity
+            .compare_exchange(WAITING, BUSY, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Whether the shutdown closed this connection while it was waiting.
+    pub(crate) fn closed_for_shutdown(&self) -> bool {
+        self.hot.activity.load(Ordering::SeqCst) == CLOSED
     }
 
     /// The connection waits in a read since the watchdog's tick `tick` (> 0).
@@ -79,15 +141,22 @@ impl LiveConnection {
         self.timed_out.load(Ordering::Relaxed)
     }
 
-    /// Whether the registry holds a duplicate of the socket, to cut it with.
-    pub(crate) fn can_be_cut(&self) -> bool {
-        self.stream.is_some()
+    /// Closes the connection if it waits for a new command (see the module
+    /// documentation); whether it did.
+    fn close_if_waiting(&self) -> bool {
+        let closed = self
+            .hot
+            .activity
+            .compare_exchange(WAITING, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if closed {
+            self.close(Shutdown::Read);
+        }
+        closed
     }
 
-    fn close(&self, how: Shutdown) {
-        if let Some(s) = &self.stream {
-            let _ = s.shutdown(how);
-        }
+    fn close(&self, how: Shutdown) -> bool {
+        self.stream.shutdown(how).is_ok()
     }
 }
 
@@ -129,15 +198,17 @@ impl Registry {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers a connection; it shares `stream` (no new descriptor).
     pub(crate) fn add(&self, id: u64, stream: &Stream) -> Arc<LiveConnection> {
         let live = Arc::new(LiveConnection {
             hot: CacheLine(Hot {
                 position: AtomicU8::new(0),
+                activity: AtomicU8::new(BUSY),
                 reading_since: AtomicU64::new(0),
             }),
             timed_out: AtomicBool::new(false),
             opened: Instant::now(),
-            stream: stream.try_clone().ok(),
+            stream: stream.clone(),
         });
         self.lock().insert(id, Arc::clone(&live));
         live
@@ -151,13 +222,14 @@ impl Registry {
         self.lock().len()
     }
 
-    /// Ends the connections that are not inside a message (shutdown step 2).
-    pub(crate) fn close_idle(&self) {
-        for c in self.lock().values() {
-            if !matches!(c.position(), Position::Message(_)) {
-                c.close(Shutdown::Read);
-            }
-        }
+    /// Ends the connections that wait for a new command outside a message
+    /// (shutdown step 2; the stopping flag must be set first). Returns how
+    /// many it closed.
+    pub(crate) fn close_waiting(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| c.close_if_waiting())
+            .count()
     }
 
     /// Cuts the reads that began before the watchdog's tick `tick`: marks
@@ -168,18 +240,20 @@ impl Registry {
         for c in self.lock().values() {
             let since = c.hot.reading_since.load(Ordering::Relaxed);
             if since != 0 && since < tick && !c.timed_out.swap(true, Ordering::Relaxed) {
-                c.close(Shutdown::Read);
+                let _ = c.close(Shutdown::Read);
                 cut += 1;
             }
         }
         cut
     }
 
-    /// Ends every connection (shutdown deadline).
-    pub(crate) fn close_all(&self) {
-        for c in self.lock().values() {
-            c.close(Shutdown::Both);
-        }
+    /// Ends every connection (shutdown deadline). Returns how many it closed
+    /// (a socket the peer already closed is not counted).
+    pub(crate) fn close_all(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| c.close(Shutdown::Both))
+            .count()
     }
 
     pub(crate) fn stats(&self) -> ServerStats {
@@ -214,6 +288,27 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_busy_and_closed_for_shutdown() {
+        let registry = Registry::default();
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let live = registry.add(1, &Stream::unix(ours));
+        let stopping = AtomicBool::new(false);
+        // Busy connections are never closed by the shutdown step.
+        assert_eq!(registry.close_waiting(), 0);
+        assert!(live.wait_for_command(&stopping));
+        // Waiting again (a retried read) is still waiting.
+        assert!(live.wait_for_command(&stopping));
+        assert!(live.command_arrived());
+        assert_eq!(registry.close_waiting(), 0, "a busy connection was closed");
+        assert!(live.wait_for_command(&stopping));
+        stopping.store(true, Ordering::SeqCst);
+        assert_eq!(registry.close_waiting(), 1);
+        assert!(live.closed_for_shutdown());
+        assert!(!live.command_arrived(), "bytes served after the close");
+        assert!(!live.wait_for_command(&stopping));
+    }
 
     #[test]
     fn positions_round_trip() {

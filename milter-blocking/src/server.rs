@@ -3,8 +3,10 @@
 //! # Shutdown, step by step
 //! 1. [`ServerHandle::shutdown`] (from any thread, e.g. a signal-handling thread)
 //!    stops the accept loops within [`ACCEPT_POLL`](crate::listener) (200 ms).
-//! 2. Connections between messages are closed at once (their close handler
-//!    runs); connections inside a message finish that message and then close.
+//! 2. Connections waiting for a new command outside a message are closed at
+//!    once (their close handler runs); a connection receiving or handling a
+//!    command, or inside a message, finishes that message and then closes
+//!    (see `registry.rs` for how the two sides agree).
 //! 3. At the deadline every connection still open is cut (abort and close
 //!    handlers run as on end of input).
 //! 4. [`Server::run`] returns once every worker thread has been joined; Unix
@@ -15,14 +17,17 @@ use crate::connection::{serve, ConnectionConfig};
 use crate::context::ConnectionInfo;
 use crate::handler::Milter;
 use crate::hooks::Hooks;
-use crate::listener::{ListenOptions, Listener, ACCEPT_POLL};
+use crate::listener::{ListenOptions, Listener, Stream, ACCEPT_POLL};
+use crate::overflow::Overflow;
+pub use crate::overflow::WhenFull;
 use crate::pool::Pool;
 use crate::read_watch::ReadWatch;
+use crate::refusals::RefusalLog;
 use crate::registry::{Registry, ServerStats};
 use crate::socket_spec::{SocketSpec, SocketSpecError};
 use crate::spin::SpinPolicy;
 pub use crate::spin::DEFAULT_BUSY_POLL;
-use milter_core::limits::DEFAULT_MAX_PAYLOAD;
+use milter_core::limits::{DEFAULT_MAX_MACRO_BYTES, DEFAULT_MAX_PAYLOAD};
 use milter_core::Status;
 use std::fmt;
 use std::io;
@@ -85,6 +90,19 @@ pub enum ServerError {
     NoListener,
     /// Accepting connections failed and the server stopped.
     Accept(io::Error),
+    /// The thread that answers connections when the server is full
+    /// ([`ServerBuilder::when_full`]) could not be started.
+    Overflow(io::Error),
+    /// The handlers for SIGTERM and SIGINT could not be installed
+    /// ([`ServerBuilder::stop_on_signals`]).
+    #[cfg(feature = "signals")]
+    Signals(io::Error),
+    /// A timeout was set to zero, which would cut every connection at once
+    /// (`None` means no timeout).
+    ZeroTimeout {
+        /// The builder method that got zero (`read_timeout`, `write_timeout`).
+        setting: &'static str,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -94,6 +112,17 @@ impl fmt::Display for ServerError {
             ServerError::Listen { spec, source } => write!(f, "cannot listen on {spec}: {source}"),
             ServerError::NoListener => f.write_str("the server has no listener"),
             ServerError::Accept(e) => write!(f, "accepting connections failed: {e}"),
+            ServerError::Overflow(e) => write!(
+                f,
+                "cannot start the thread that answers connections when the server is full: {e}"
+            ),
+            #[cfg(feature = "signals")]
+            ServerError::Signals(e) => write!(f, "cannot catch SIGTERM and SIGINT: {e}"),
+            ServerError::ZeroTimeout { setting } => write!(
+                f,
+                "{setting} is zero, which would cut every connection at once; \
+                 give a positive duration, or None for no timeout"
+            ),
         }
     }
 }
@@ -103,8 +132,10 @@ impl std::error::Error for ServerError {
         match self {
             ServerError::Spec(e) => Some(e),
             ServerError::Listen { source, .. } => Some(source),
-            ServerError::Accept(e) => Some(e),
-            ServerError::NoListener => None,
+            ServerError::Accept(e) | ServerError::Overflow(e) => Some(e),
+            #[cfg(feature = "signals")]
+            ServerError::Signals(e) => Some(e),
+            ServerError::NoListener | ServerError::ZeroTimeout { .. } => None,
         }
     }
 }
@@ -144,11 +175,16 @@ pub struct ServerBuilder {
     stack_size: usize,
     idle_thread_timeout: Duration,
     max_payload: usize,
+    max_macro_bytes: usize,
     failure_status: Status,
     shadow: bool,
     hooks: Option<Arc<dyn Hooks>>,
+    when_full: WhenFull,
     busy_poll: Duration,
     busy_poll_limit: usize,
+    /// Stop on SIGTERM and SIGINT, with this deadline.
+    #[cfg(feature = "signals")]
+    stop_on_signals: Option<Duration>,
 }
 
 impl fmt::Debug for dyn Hooks {
@@ -169,11 +205,15 @@ impl Default for ServerBuilder {
             stack_size: DEFAULT_STACK_SIZE,
             idle_thread_timeout: DEFAULT_IDLE_THREAD_TIMEOUT,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            max_macro_bytes: DEFAULT_MAX_MACRO_BYTES,
             failure_status: Status::Tempfail,
             shadow: false,
             hooks: None,
+            when_full: WhenFull::Close,
             busy_poll: DEFAULT_BUSY_POLL,
             busy_poll_limit: SpinPolicy::default_max_open(),
+            #[cfg(feature = "signals")]
+            stop_on_signals: None,
         }
     }
 }
@@ -380,9 +420,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Accepted connections that may wait for a thread; beyond that they are
-    /// closed at once (and logged), so the MTA applies its failure policy instead
-    /// of waiting.
+    /// Accepted connections that may wait for a thread; beyond that they get
+    /// what [`when_full`](Self::when_full) says (by default: closed at once,
+    /// and logged), so the MTA applies its failure policy instead of waiting.
     ///
     /// ```
     /// // No waiting: when every thread is busy, a new connection is closed at once
@@ -396,6 +436,8 @@ impl ServerBuilder {
     }
 
     /// Timeout of every read (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    /// Zero is refused by [`build`](Self::build)
+    /// ([`ServerError::ZeroTimeout`]).
     ///
     /// A connection whose MTA sends nothing for this long is closed (abort and
     /// close handlers run, the [`Hooks::timeout`] hook is called). The accept
@@ -418,6 +460,8 @@ impl ServerBuilder {
     }
 
     /// Timeout of every write (`None`: wait forever). Default [`DEFAULT_TIMEOUT`].
+    /// Zero is refused by [`build`](Self::build)
+    /// ([`ServerError::ZeroTimeout`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -466,6 +510,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Most bytes of macro names and values a connection holds over all its
+    /// macro sets (default
+    /// [`DEFAULT_MAX_MACRO_BYTES`](milter_core::limits::DEFAULT_MAX_MACRO_BYTES),
+    /// 256 KiB; at most [`MAX_MACROS`](milter_core::limits::MAX_MACROS) pairs).
+    /// A `D` packet beyond it is a protocol error: logged, connection closed.
+    /// With `max_connections`, it bounds the memory all connections spend on
+    /// macros (the sets of a message are freed when it ends).
+    pub fn max_macro_bytes(mut self, bytes: usize) -> Self {
+        self.max_macro_bytes = bytes;
+        self
+    }
+
     /// The answer when a handler returns an error or panics (default tempfail).
     ///
     /// ```
@@ -492,6 +548,54 @@ impl ServerBuilder {
     /// ```
     pub fn shadow(mut self, on: bool) -> Self {
         self.shadow = on;
+        self
+    }
+
+    /// Stop on SIGTERM and SIGINT while [`Server::run`] runs: the first starts
+    /// a graceful shutdown with `deadline` (as [`ServerHandle::shutdown`]), a
+    /// second one ends it at once. The handlers are installed when `run`
+    /// starts and removed when it returns (the signals terminate the process
+    /// again then, as by default). Cargo feature `signals`; without this call
+    /// no signal handler is ever installed.
+    ///
+    /// ```no_run
+    /// use milter_blocking::{Milter, Server};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Milter, Default)]
+    /// struct Nothing;
+    ///
+    /// #[milter_blocking::handlers]
+    /// impl Milter for Nothing {}
+    ///
+    /// # fn main() -> Result<(), milter_blocking::ServerError> {
+    /// Server::builder()
+    ///     .listen("inet:7357@127.0.0.1")?
+    ///     .stop_on_signals(Duration::from_secs(20))
+    ///     .build(Nothing::default)?
+    ///     .run()
+    /// # }
+    /// ```
+    #[cfg(feature = "signals")]
+    pub fn stop_on_signals(mut self, deadline: Duration) -> Self {
+        self.stop_on_signals = Some(deadline);
+        self
+    }
+
+    /// What a connection gets when every thread is busy and the queue is full
+    /// (default [`WhenFull::Close`]): closed at once, so the MTA applies its
+    /// own failure policy, or negotiated and answered tempfail or accept for
+    /// its session by one small thread set aside for it (64 such connections
+    /// may wait for it, each answered within 5 s or closed). See [`WhenFull`]
+    /// for what Postfix and Sendmail do with each.
+    ///
+    /// ```
+    /// use milter_blocking::{Server, WhenFull};
+    /// let builder = Server::builder().when_full(WhenFull::Tempfail);
+    /// # let _ = builder;
+    /// ```
+    pub fn when_full(mut self, answer: WhenFull) -> Self {
+        self.when_full = answer;
         self
     }
 
@@ -561,11 +665,20 @@ impl ServerBuilder {
         if self.listeners.is_empty() {
             return Err(ServerError::NoListener);
         }
+        for (setting, t) in [
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return Err(ServerError::ZeroTimeout { setting });
+            }
+        }
         let read_watch = self.read_timeout.map(|t| Arc::new(ReadWatch::new(t)));
         let config = ConnectionConfig {
             read_watch: read_watch.clone(),
             write_timeout: self.write_timeout,
             max_payload: self.max_payload,
+            max_macro_bytes: self.max_macro_bytes,
             failure_status: self.failure_status,
             shadow: self.shadow,
             hooks: self.hooks.clone(),
@@ -599,7 +712,7 @@ impl ServerBuilder {
                     let opened = Instant::now();
                     // User code runs below (hooks, the factory, the milter's
                     // Drop): a panic there must not leak the registry entry (and
-                    // its duplicate of the socket) or the worker thread.
+                    // its share of the socket) or the worker thread.
                     let served = catch_unwind(AssertUnwindSafe(|| {
                         if let Some(h) = &hooks {
                             h.connection_opened(&info);
@@ -643,6 +756,10 @@ impl ServerBuilder {
         };
         Ok(Server {
             listeners: self.listeners,
+            capacity: self.max_connections.saturating_add(self.queue),
+            when_full: self.when_full,
+            #[cfg(feature = "signals")]
+            stop_on_signals: self.stop_on_signals,
             pool: Arc::new(Mutex::new(Pool::new(
                 self.max_connections,
                 self.queue,
@@ -713,6 +830,12 @@ impl Shared {
 /// ```
 pub struct Server {
     listeners: Vec<Listener>,
+    /// `max_connections` plus `queue`: the connections open at most.
+    capacity: usize,
+    when_full: WhenFull,
+    /// Stop on SIGTERM and SIGINT, with this deadline.
+    #[cfg(feature = "signals")]
+    stop_on_signals: Option<Duration>,
     pool: Arc<Mutex<Pool>>,
     start: StartFn,
     shared: Arc<Shared>,
@@ -759,9 +882,13 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Starts a graceful shutdown: stop accepting, close connections between
-    /// messages, let messages in flight finish until `deadline` from now, then cut
-    /// the rest. Returns at once; [`Server::run`] returns when all is done.
+    /// Starts a graceful shutdown: stop accepting (the listeners close within
+    /// 200 ms), close connections waiting between commands, let messages in
+    /// flight finish until `deadline` from now, then cut the rest. Returns at
+    /// once; [`Server::run`] returns when all is done.
+    ///
+    /// A second call ends the drain at once: the connections still open are
+    /// cut (as an operator's second SIGTERM or Ctrl-C expects).
     ///
     /// ```
     /// # use milter_blocking::{handlers, Milter};
@@ -784,11 +911,20 @@ impl ServerHandle {
     /// ```
     pub fn shutdown(&self, deadline: Duration) {
         if let Ok(mut d) = self.shared.deadline.lock() {
-            let at = Instant::now() + deadline;
-            *d = Some(d.map_or(at, |old| old.min(at)));
+            let now = Instant::now();
+            *d = Some(match *d {
+                None => {
+                    crate::service_notify::notify("STOPPING=1");
+                    now + deadline
+                }
+                Some(_) => {
+                    log::warn!("second stop request: cutting the connections still open");
+                    now
+                }
+            });
         }
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.registry.close_idle();
+        self.shared.registry.close_waiting();
     }
 
     /// Whether a shutdown was requested.
@@ -952,8 +1088,20 @@ impl Server {
     /// }
     /// ```
     pub fn run(self) -> Result<(), ServerError> {
+        #[cfg(feature = "signals")]
+        let signals = match self.stop_on_signals {
+            Some(deadline) => Some(
+                crate::signals::SignalWatch::start(self.handle(), deadline)
+                    .map_err(ServerError::Signals)?,
+            ),
+            None => None,
+        };
         let Server {
             listeners,
+            capacity,
+            when_full,
+            #[cfg(feature = "signals")]
+                stop_on_signals: _,
             pool,
             start,
             shared,
@@ -969,18 +1117,37 @@ impl Server {
                 .map_err(ServerError::Accept)?;
             log::info!("listening on {}", l.local_spec());
         }
-        let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
+        let soft_limit = crate::descriptor_limit::soft_limit();
+        if let Some(warning) = crate::descriptor_limit::check(capacity, soft_limit) {
+            log::warn!("{warning}");
+        }
+        let overflow = Overflow::start(when_full, Arc::clone(&shared.stopping))
+            .map_err(ServerError::Overflow)?;
+        crate::service_notify::notify("READY=1");
+        // Each accept loop owns its listener and closes it as soon as it stops
+        // (a Unix socket file is removed then): from the start of a shutdown,
+        // new connections are refused by the kernel instead of waiting.
+        let mut listeners = listeners.into_iter();
+        let first = listeners.next().ok_or(ServerError::NoListener)?;
         let mut acceptors = Vec::new();
-        for l in listeners.iter().skip(1) {
-            let l = Arc::clone(l);
+        for l in listeners {
             let pool = Arc::clone(&pool);
             let start = Arc::clone(&start);
             let shared = Arc::clone(&shared);
+            let refused = Refused {
+                to: overflow.sender(),
+                when_full,
+            };
             acceptors.push(thread::spawn(move || {
-                accept_loop(&l, &pool, &start, &shared, false)
+                accept_loop(&l, &pool, &start, &shared, &refused, false)
             }));
         }
-        let mut result = accept_loop(&listeners[0], &pool, &start, &shared, true);
+        let refused = Refused {
+            to: overflow.sender(),
+            when_full,
+        };
+        let mut result = accept_loop(&first, &pool, &start, &shared, &refused, true);
+        drop(first);
         for a in acceptors {
             match a.join() {
                 Ok(Err(e)) if result.is_ok() => result = Err(e),
@@ -990,32 +1157,44 @@ impl Server {
         }
         // Stop taking connections (also when an accept loop failed).
         shared.stopping.store(true, Ordering::SeqCst);
-        shared.registry.close_idle();
-        let deadline = shared
-            .deadline
-            .lock()
-            .ok()
-            .and_then(|d| *d)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
-        while shared.registry.len() > 0 && Instant::now() < deadline {
+        shared.registry.close_waiting();
+        let default = Instant::now() + Duration::from_secs(10);
+        if let Ok(mut d) = shared.deadline.lock() {
+            if d.is_none() {
+                // Stopping for another reason than a shutdown request.
+                crate::service_notify::notify("STOPPING=1");
+                *d = Some(default);
+            }
+        }
+        let deadline = || {
+            let mut d = shared.deadline.lock().unwrap_or_else(|p| p.into_inner());
+            *d.get_or_insert(default)
+        };
+        // Read each time: a second stop request moves it to now.
+        while shared.registry.len() > 0 && Instant::now() < deadline() {
             shared.check_reads();
             thread::sleep(Duration::from_millis(10));
         }
         if shared.registry.len() > 0 {
-            log::warn!(
-                "shutdown deadline reached: closing {} connections still open",
-                shared.registry.len()
-            );
-            shared.registry.close_all();
+            let closed = shared.registry.close_all();
+            log::warn!("shutdown deadline reached: closed {closed} connections still open");
         }
         match pool.lock() {
             Ok(mut p) => p.join(),
             Err(p) => p.into_inner().join(),
         }
-        drop(listeners);
+        #[cfg(feature = "signals")]
+        drop(signals);
         log::info!("server stopped");
         result
     }
+}
+
+/// Where an accept loop sends the connections the pool refuses.
+struct Refused {
+    /// The answering thread (none: close them).
+    to: Option<crossbeam_channel::Sender<Stream>>,
+    when_full: WhenFull,
 }
 
 /// Accepts connections until the shutdown; with `keeps_reads`, also keeps the
@@ -1025,18 +1204,23 @@ fn accept_loop(
     pool: &Mutex<Pool>,
     start: &StartFn,
     shared: &Shared,
+    refused: &Refused,
     keeps_reads: bool,
 ) -> Result<(), ServerError> {
     let mut backoff = Duration::from_millis(10);
+    let mut refusals = RefusalLog::new(refused.when_full.outcome());
     while !shared.stopping.load(Ordering::SeqCst) {
         if keeps_reads {
             shared.check_reads();
+        }
+        for line in refusals.tick(Instant::now()) {
+            log::warn!("{line}");
         }
         match listener.accept() {
             Ok(Some(stream)) => {
                 backoff = Duration::from_millis(10);
                 let peer = stream.peer();
-                let closer = stream.try_clone();
+                let closer = stream.clone();
                 let job = start(stream);
                 let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
                 let submitted = pool.submit(job);
@@ -1044,16 +1228,14 @@ fn accept_loop(
                     *c = (pool.threads(), pool.idle());
                 }
                 drop(pool);
-                if submitted.is_err() {
+                if let Err((job, why)) = submitted {
+                    drop(job);
+                    crate::overflow::refuse(refused.to.as_ref(), closer);
                     if let Some(h) = &shared.hooks {
                         h.connection_refused(peer);
                     }
-                    log::warn!(
-                        "connection from {} refused: all threads busy and the queue is full",
-                        peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string())
-                    );
-                    if let Ok(s) = closer {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    if let Some(line) = refusals.refused(Instant::now(), peer, why) {
+                        log::warn!("{line}");
                     }
                 }
             }
@@ -1065,9 +1247,15 @@ fn accept_loop(
             }
             Err(e) => {
                 log::error!("accept failed: {e}; stopping the server");
+                for line in refusals.finish(Instant::now()) {
+                    log::warn!("{line}");
+                }
                 return Err(ServerError::Accept(e));
             }
         }
+    }
+    for line in refusals.finish(Instant::now()) {
+        log::warn!("{line}");
     }
     Ok(())
 }

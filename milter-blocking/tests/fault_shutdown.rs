@@ -9,7 +9,7 @@ use common::{watchdog, Mta, TestServer};
 use milter_blocking::milter_core::client::Decision;
 use milter_blocking::milter_core::Command;
 use milter_blocking::{
-    Context, EomContext, HandlerResult, Milter, OptNeg, SocketSpec, Spec, Status,
+    Context, EnvelopeAddr, EomContext, HandlerResult, Milter, OptNeg, SocketSpec, Spec, Status,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
@@ -48,10 +48,18 @@ struct Counts {
     closes: AtomicUsize,
 }
 
-/// End of message takes a while (`slow_eom`), like a milter asking a scanner.
+/// End of message takes a while (`slow_eom`), like a milter asking a scanner;
+/// with a `mail_gate`, MAIL waits until the test lets it go.
 struct Slow {
     counts: Arc<Counts>,
     slow_eom: Duration,
+    mail_gate: Option<MailGate>,
+}
+
+/// Tells the test that MAIL's handler runs, and holds it until released.
+struct MailGate {
+    entered: mpsc::Sender<()>,
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
 }
 
 impl milter_blocking::Declaration for Slow {}
@@ -60,6 +68,14 @@ impl milter_blocking::Declaration for Slow {}
 impl Milter for Slow {
     fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
         *spec = Spec::ALL_STAGES;
+    }
+
+    fn mail(&mut self, _: &mut Context<'_>, _: &EnvelopeAddr<'_>) -> HandlerResult {
+        if let Some(gate) = &self.mail_gate {
+            let _ = gate.entered.send(());
+            let _ = gate.release.lock().unwrap().recv();
+        }
+        Ok(Status::Continue)
     }
 
     fn eom(&mut self, _: &mut EomContext<'_, Self>) -> HandlerResult {
@@ -87,6 +103,7 @@ fn slow_server(
         TestServer::with(configure, move || Slow {
             counts: counts.clone(),
             slow_eom,
+            mail_gate: None,
         })
     };
     (server, counts)
@@ -295,5 +312,117 @@ fn queued_silent_connections_do_not_hang_shutdown() {
             "run had not returned {took:?} after a stop with a 500 ms deadline: a queued \
              connection was served after the deadline and blocks in its first read"
         );
+    });
+}
+
+/// A shutdown that starts while the handler of a message's first command
+/// (MAIL) runs lets that message finish: the connection is busy from the first
+/// byte of the command, not only once the message's stage was recorded.
+#[test]
+fn a_shutdown_during_the_first_command_of_a_message_lets_it_finish() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let counts = Arc::new(Counts::default());
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let server = {
+            let counts = counts.clone();
+            TestServer::start(move || Slow {
+                counts: counts.clone(),
+                slow_eom: Duration::ZERO,
+                mail_gate: Some(MailGate {
+                    entered: entered_tx.clone(),
+                    release: release_rx.clone(),
+                }),
+            })
+        };
+        let spec = server.spec.clone();
+        let client = std::thread::spawn(move || {
+            let mut m = Mta::connect(&spec);
+            m.connect_stage("h", "192.0.2.1", 25);
+            m.helo("h");
+            m.mail("<a@b>", &[]);
+            m.rcpt("<c@d>", &[]);
+            m.send(Command::Data);
+            m.header("Subject", "first command in a slow handler");
+            m.send(Command::Eoh);
+            m.body(b"body\r\n");
+            let decision = m.try_eom().map(|a| a.decision);
+            let closed = m.closed_by_milter(Duration::from_secs(10));
+            (decision, closed)
+        });
+        entered_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the MAIL handler never ran");
+        server.handle.shutdown(Duration::from_secs(30));
+        release_tx.send(()).unwrap();
+        let (decision, closed) = client.join().unwrap();
+        assert_eq!(decision, Ok(Decision::Continue), "the message was cut");
+        assert!(closed, "not closed after the message");
+        assert_eq!(counts.eoms.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.aborts.load(Ordering::SeqCst), 0);
+        let (returned, _, _) =
+            stop_within(server, Duration::from_secs(30), Duration::from_secs(20));
+        assert!(returned, "run did not return");
+    });
+}
+
+/// From the start of a shutdown, new connections are refused by the kernel
+/// (the listener is closed; a Unix socket file is removed), although `run`
+/// still waits for a message in flight.
+#[test]
+fn the_listener_closes_when_the_shutdown_starts() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sock");
+        let (server, _) = slow_server(Duration::ZERO, |b| {
+            b.listen(&format!("unix:{}", path.display())).unwrap()
+        });
+        let SocketSpec::Inet(tcp) = server.spec.clone() else {
+            unreachable!()
+        };
+        let mut in_flight = mid_message(&server.spec, 5);
+        server.handle.shutdown(Duration::from_secs(60));
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(tcp).is_ok() || path.exists() {
+            assert!(
+                Instant::now() < until,
+                "still listening 20 s after the shutdown began"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            server.handle.stats().open,
+            1,
+            "the message in flight was cut"
+        );
+        assert_eq!(in_flight.eom().decision, Decision::Continue);
+        let (returned, _, _) =
+            stop_within(server, Duration::from_secs(60), Duration::from_secs(20));
+        assert!(returned);
+    });
+}
+
+/// A second stop request ends the drain at once: the connections still in a
+/// message are cut (abort and close run) and `run` returns, long before the
+/// first request's deadline.
+#[test]
+fn a_second_stop_request_cuts_at_once() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let (server, counts) = slow_server(Duration::ZERO, |b| b);
+        let mut conns: Vec<Mta> = (0..3).map(|i| mid_message(&server.spec, i)).collect();
+        server.handle.shutdown(Duration::from_secs(3600));
+        let (returned, took, _) =
+            stop_within(server, Duration::from_secs(3600), Duration::from_secs(20));
+        assert!(returned, "run did not return after a second stop request");
+        eprintln!("[shutdown] run returned {took:?} after the second stop request");
+        for m in &mut conns {
+            assert!(m.closed_by_milter(Duration::from_secs(5)));
+        }
+        assert_eq!(counts.aborts.load(Ordering::SeqCst), 3);
+        assert_eq!(counts.closes.load(Ordering::SeqCst), 3);
     });
 }

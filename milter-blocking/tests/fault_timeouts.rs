@@ -207,6 +207,10 @@ fn write_timeout_frees_the_thread_when_the_peer_stops_reading_a_replacement_body
         eprintln!("[time] stuck writer freed after {took:?}");
         let line = expect_log(port, "writing modifications to the MTA failed");
         assert!(line.contains("eom handler failed"), "{line}");
+        expect_log(
+            port,
+            "write to the MTA timed out after 300ms during end of message",
+        );
         // max_connections(1): only a freed thread can serve this.
         next_connection_is_served(&server);
     });
@@ -269,7 +273,8 @@ fn write_timeout_frees_the_thread_when_the_peer_pipelines_and_never_reads() {
             || server.handle.stats().open == 0,
         );
         eprintln!("[time] pipelining reader-less peer dropped after {took:?}");
-        expect_log(port, "write error");
+        let line = expect_log(port, "write to the MTA timed out after 300ms");
+        assert!(!line.contains("os error"), "{line}");
         let _ = s.shutdown(std::net::Shutdown::Both);
         writer.join().unwrap();
         let mut sink = Vec::new();

@@ -599,7 +599,8 @@ impl Raw {
 fn nothing_accumulates_across_messages_on_one_connection() {
     let _serial = serial();
     watchdog(Duration::from_secs(120), || {
-        let (server, _) = server(|b| b);
+        // 1.5 MB of macros per message: above the default bound.
+        let (server, _) = server(|b| b.max_macro_bytes(4 << 20));
         let mut mta = Raw::open(&server.spec);
         let big = vec![b'm'; 500_000];
         let body = vec![b'x'; 65535];
@@ -643,6 +644,39 @@ fn nothing_accumulates_across_messages_on_one_connection() {
             growth < 4 * MIB,
             "RSS grew by {growth} KiB over 300 messages: {rss:?}"
         );
+    });
+}
+
+/// Macros beyond the connection's bound (256 KiB by default, over all sets)
+/// are refused: logged, connection closed; within it they are served.
+#[test]
+fn macros_beyond_the_bound_close_the_connection() {
+    let _serial = serial();
+    watchdog(Duration::from_secs(60), || {
+        let (server, _) = server(|b| b);
+        let big = vec![b'm'; 100_000];
+        // Three sets of 100 kB: 300 kB in all.
+        let mut out = Vec::new();
+        enc(Command::OptNeg(OptNeg::POSTFIX_3), &mut out);
+        for code in [b'C', b'H', b'M'] {
+            MacroDef::encode_pairs(&mut out, code, [(&b"{big}"[..], &big[..])]);
+        }
+        let mut s = tcp(&server.spec);
+        let port = s.local_addr().unwrap().port();
+        let _ = s.write_all(&out);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+        let line = expect_log(
+            port,
+            "macros for 'M' would bring the session's macros to 300021 bytes, above the limit of 262144 bytes",
+        );
+        assert!(line.starts_with("WARN"), "{line}");
+        // Two of them fit, and a message goes through.
+        let mut m = Mta::connect(&server.spec);
+        m.macros(b'C', &[("{big}", std::str::from_utf8(&big).unwrap())]);
+        m.macros(b'H', &[("{big}", std::str::from_utf8(&big).unwrap())]);
+        m.message_until_eom();
+        assert_eq!(m.eom().decision, Decision::Continue);
     });
 }
 

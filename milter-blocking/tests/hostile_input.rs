@@ -1310,3 +1310,36 @@ fn an_mta_offering_less_than_the_milter_requires() {
         assert_eq!(ok.eom().decision, Decision::Continue);
     });
 }
+
+/// A peer that is not an MTA (an HTTP health check, an SMTP client, a TLS
+/// handshake pointed at the milter port): the log says what it looks like.
+#[test]
+fn a_peer_that_is_not_an_mta_is_named_in_the_log() {
+    watchdog(Duration::from_secs(30), || {
+        let fx = Fixture::new();
+        for (bytes, looks_like) in [
+            (
+                &b"POST /milter HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                "an HTTP request",
+            ),
+            (b"EHLO client.example\r\n", "SMTP"),
+            (
+                &[0x16, 3, 1, 0, 0xa5, 1, 0, 0, 0xa1, 3, 3][..],
+                "a TLS handshake",
+            ),
+            (b"hello milter, are you there?\n", "text"),
+        ] {
+            let out = exchange(&fx.server.spec, bytes, false);
+            assert!(out.closed);
+            assert!(out.replies.is_empty());
+            expect_log(
+                out.port,
+                &format!(
+                    "packet announces a *-byte payload*look like {looks_like}: the peer does \
+                     not speak the milter protocol"
+                ),
+            );
+        }
+        fx.finish();
+    });
+}

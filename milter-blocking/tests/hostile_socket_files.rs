@@ -132,6 +132,68 @@ fn never_removes_what_is_not_a_stale_socket() {
     });
 }
 
+/// A socket somebody listens on is never taken over, however it answers:
+/// accepting at once, or with its backlog full (the check must not wait), or
+/// with mode 0 (root connects anyway). Only a socket nobody listens on is
+/// stale, whatever its mode.
+#[test]
+fn a_live_socket_is_never_taken_over() {
+    use std::os::unix::fs::FileTypeExt;
+    watchdog(Duration::from_secs(30), || {
+        let dir = tempfile::tempdir().unwrap();
+        let live = "another process is listening on";
+
+        // A listener whose backlog is full.
+        let busy = dir.path().join("busy.sock");
+        let listener =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&socket2::SockAddr::unix(&busy).unwrap())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let c =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+            c.set_nonblocking(true).unwrap();
+            match c.connect(&socket2::SockAddr::unix(&busy).unwrap()) {
+                Ok(()) => queued.push(c),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the backlog: {e}"),
+            }
+            assert!(queued.len() < 1000, "the backlog never filled");
+        }
+        refused(&busy, live);
+        assert!(std::fs::symlink_metadata(&busy)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        drop(queued);
+
+        // A live socket of mode 0.
+        let closed_mode = dir.path().join("mode0.sock");
+        let owner = std::os::unix::net::UnixListener::bind(&closed_mode).unwrap();
+        std::fs::set_permissions(&closed_mode, std::fs::Permissions::from_mode(0o0)).unwrap();
+        let err = listen(&closed_mode, ListenOptions::default()).unwrap_err();
+        // As root the check connects and finds the listener; as another user
+        // it cannot tell, and says so: either way the socket stays.
+        assert!(
+            err.to_string().contains(live) || err.to_string().contains("cannot tell whether"),
+            "{err}"
+        );
+        assert!(closed_mode.exists());
+        let kept = std::fs::symlink_metadata(&closed_mode).unwrap();
+        drop(owner);
+
+        // The same socket once nobody listens: stale, replaced, served.
+        assert_eq!(kept.permissions().mode() & 0o777, 0);
+        if err.to_string().contains(live) {
+            let server = serve_one_message(listen(&closed_mode, ListenOptions::default()).unwrap());
+            server.stop(Duration::from_secs(5)).unwrap();
+        }
+    });
+}
+
 #[test]
 fn the_socket_gets_the_configured_permissions() {
     watchdog(Duration::from_secs(30), || {

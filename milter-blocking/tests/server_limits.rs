@@ -109,3 +109,72 @@ fn stats_show_connections_by_stage() {
         );
     });
 }
+
+/// A zero timeout would cut every connection at once: the builder refuses it.
+#[test]
+fn zero_timeouts_are_refused_at_build() {
+    use milter_blocking::{Server, ServerError};
+    for (setting, builder) in [
+        (
+            "read_timeout",
+            Server::builder().read_timeout(Duration::ZERO),
+        ),
+        (
+            "write_timeout",
+            Server::builder().write_timeout(Duration::ZERO),
+        ),
+    ] {
+        let err = builder
+            .listen("inet:0@127.0.0.1")
+            .unwrap()
+            .build(Plain::default)
+            .unwrap_err();
+        assert!(
+            matches!(err, ServerError::ZeroTimeout { setting: s } if s == setting),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!("{setting} is zero")),
+            "{err}"
+        );
+    }
+    // None still means no timeout.
+    assert!(Server::builder()
+        .read_timeout(None)
+        .write_timeout(None)
+        .listen("inet:0@127.0.0.1")
+        .unwrap()
+        .build(Plain::default)
+        .is_ok());
+}
+
+/// `when_full`: beyond the limit and the queue, a connection is negotiated and
+/// answered tempfail (or accept) at connect for its session, then closed;
+/// the served connections are not disturbed.
+#[test]
+fn when_full_answers_the_session_instead_of_closing() {
+    use common::Answer;
+    use milter_blocking::WhenFull;
+    watchdog(Duration::from_secs(60), || {
+        for (when_full, decision) in [
+            (WhenFull::Tempfail, Decision::Tempfail),
+            (WhenFull::Accept, Decision::Accept),
+        ] {
+            let server = TestServer::with(
+                |b| b.max_connections(1).queue(0).when_full(when_full),
+                Plain::default,
+            );
+            let mut served = Mta::connect(&server.spec);
+            let mut over = Mta::connect(&server.spec);
+            assert_eq!(
+                over.connect_stage("client.example", "192.0.2.9", 25),
+                Answer::Decision(decision.clone()),
+                "{when_full:?}"
+            );
+            assert!(over.closed_by_milter(Duration::from_secs(5)));
+            served.message_until_eom();
+            assert_eq!(served.eom().decision, Decision::Continue);
+            assert_eq!(server.handle.stats().open, 1);
+        }
+    });
+}

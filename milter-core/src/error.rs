@@ -299,7 +299,50 @@ pub enum SessionError {
     Negotiate(NegotiateError),
     /// The driver called the session at the wrong time (a bug in the caller).
     Misuse(&'static str),
+    /// A `D` packet would take the session's macros beyond their bounds (the
+    /// MTA's fault, or a bound set too low).
+    Macros(MacroLimitError),
 }
+
+/// A `D` packet that would take a session's macros beyond their bounds (see
+/// [`MacroStore`](crate::MacroStore)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacroLimitError {
+    /// The command code the packet names.
+    pub code: u8,
+    /// Bytes of names and values the session would hold.
+    pub bytes: usize,
+    /// Macros the session would hold (0 when the bytes alone are too many).
+    pub macros: usize,
+    /// The bound on bytes.
+    pub max_bytes: usize,
+    /// The bound on macros.
+    pub max_macros: usize,
+}
+
+impl fmt::Display for MacroLimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.bytes > self.max_bytes {
+            write!(
+                f,
+                "macros for {} would bring the session's macros to {} bytes, above the limit of {} bytes",
+                show_code(self.code),
+                self.bytes,
+                self.max_bytes
+            )
+        } else {
+            write!(
+                f,
+                "macros for {} would bring the session's macros to {} pairs, above the limit of {}",
+                show_code(self.code),
+                self.macros,
+                self.max_macros
+            )
+        }
+    }
+}
+
+impl std::error::Error for MacroLimitError {}
 
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -313,6 +356,7 @@ impl fmt::Display for SessionError {
             }
             SessionError::Negotiate(e) => write!(f, "negotiation failed: {e}"),
             SessionError::Misuse(m) => write!(f, "session driver misuse: {m}"),
+            SessionError::Macros(e) => e.fmt(f),
         }
     }
 }
@@ -322,6 +366,7 @@ impl std::error::Error for SessionError {
         match self {
             SessionError::Decode(e) => Some(e),
             SessionError::Negotiate(e) => Some(e),
+            SessionError::Macros(e) => Some(e),
             _ => None,
         }
     }

@@ -308,6 +308,20 @@ impl FilterSession {
         &self.macros
     }
 
+    /// Sets the most bytes of macros the session holds (default
+    /// [`DEFAULT_MAX_MACRO_BYTES`](crate::limits::DEFAULT_MAX_MACRO_BYTES));
+    /// a `D` packet beyond it is a [`SessionError::Macros`].
+    pub fn set_max_macro_bytes(&mut self, bytes: usize) {
+        self.macros.set_max_bytes(bytes);
+    }
+
+    /// The driver is done with the message that ended (its final reply sent,
+    /// or its abort handled): frees the message's macros (see
+    /// [`MacroStore::release_message`]).
+    pub fn release_message_macros(&mut self) {
+        self.macros.release_message();
+    }
+
     /// The negotiated parameters, once negotiation is done.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
@@ -343,7 +357,9 @@ impl FilterSession {
                 self.position,
                 Position::Start | Position::Negotiating | Position::Closed
             ) {
-                self.macros.define(code, raw);
+                self.macros
+                    .define(code, raw)
+                    .map_err(SessionError::Macros)?;
                 return Ok(Input::none());
             }
         }
@@ -381,7 +397,9 @@ impl FilterSession {
         }
         match cmd {
             Command::Macro(def) => {
-                self.macros.define(def.stage, def.raw);
+                self.macros
+                    .define(def.stage, def.raw)
+                    .map_err(SessionError::Macros)?;
                 Ok(Input::none())
             }
             Command::OptNeg(_) => Err(SessionError::OutOfOrder {

@@ -61,7 +61,10 @@ pub use command::{
     bare_address, Args, Command, Connect, ConnectAddr, EnvelopeAddr, Family, Header, MacroDef,
     MacroPairs, OptNeg,
 };
-pub use error::{ActionError, ClientError, DecodeError, NegotiateError, ReplyError, SessionError};
+pub use error::{
+    ActionError, ClientError, DecodeError, MacroLimitError, NegotiateError, ReplyError,
+    SessionError,
+};
 pub use flags::{Actions, ProtocolOpts};
 pub use macros::MacroStore;
 pub use modification::Modification;

@@ -39,3 +39,13 @@ pub const MAX_REPLY_LINE: usize = 980;
 
 /// Most lines in a multi-line custom SMTP reply (`smfi_setmlreply`'s limit).
 pub const MAX_REPLY_LINES: usize = 32;
+
+/// Default most bytes of macro names and values one session holds, over all
+/// its sets (real MTAs send a few hundred bytes per stage); see
+/// [`MacroStore`](crate::MacroStore).
+pub const DEFAULT_MAX_MACRO_BYTES: usize = 256 * 1024;
+
+/// Most macros (name/value pairs) one session holds in indexed sets (those
+/// over 512 bytes, 16 bytes of index per pair); smaller sets, searched pair
+/// by pair, are bounded by their size alone.
+pub const MAX_MACROS: usize = 4096;

@@ -40,7 +40,13 @@ impl SmtpReply {
 
     /// A multi-line reply, `code-enhanced line` CRLF ... `code enhanced last`.
     /// Without an enhanced code, `4.0.0`/`5.0.0` is used on every line, as
-    /// libmilter's `smfi_setmlreply` does.
+    /// libmilter's `smfi_setmlreply` does, also for a single line:
+    ///
+    /// ```
+    /// use milter_core::SmtpReply;
+    /// let one = SmtpReply::multiline(550, None, &["only"]).unwrap();
+    /// assert_eq!(one.wire_text(), b"550 5.0.0 only");
+    /// ```
     pub fn multiline(
         code: u16,
         enhanced: Option<&str>,
@@ -66,7 +72,10 @@ impl SmtpReply {
             check_enhanced(e, class)?;
         }
         let default_enhanced = if class == 4 { "4.0.0" } else { "5.0.0" };
-        let enhanced = match (enhanced, multi && lines.len() > 1) {
+        // libmilter's smfi_setmlreply puts the default enhanced code on every
+        // line, also when it is given a single line (`550 5.0.0 only`);
+        // smfi_setreply adds none.
+        let enhanced = match (enhanced, multi) {
             (Some(e), _) => Some(e),
             (None, true) => Some(default_enhanced),
             (None, false) => None,
@@ -203,6 +212,20 @@ mod tests {
         assert_eq!(
             SmtpReply::multiline(550, None, &more),
             Err(ReplyError::LineCount(33))
+        );
+    }
+
+    /// As libmilter: `smfi_setmlreply` with one line still carries the default
+    /// enhanced code; `smfi_setreply` carries none.
+    #[test]
+    fn a_one_line_multiline_reply_has_the_default_enhanced_code() {
+        let one = SmtpReply::multiline(550, None, &["only"]).unwrap();
+        assert_eq!(one.wire_text(), b"550 5.0.0 only");
+        let temp = SmtpReply::multiline(451, None, &["later"]).unwrap();
+        assert_eq!(temp.wire_text(), b"451 4.0.0 later");
+        assert_eq!(
+            SmtpReply::new(550, None, "only").unwrap().wire_text(),
+            b"550 only"
         );
     }
 }

@@ -326,9 +326,8 @@ fn relay(mta: listener::Stream, milter_spec: &SocketSpec, path: &Path, max_paylo
         writer,
         path: path.to_path_buf(),
     }));
-    let clones = mta
-        .try_clone()
-        .and_then(|m| Ok((m, clone_milter(&milter)?)));
+    // A clone of the MTA's stream shares its socket; the milter's is duplicated.
+    let clones = clone_milter(&milter).map(|m| (mta.clone(), m));
     let (mta2, milter2) = match clones {
         Ok(c) => c,
         Err(e) => {

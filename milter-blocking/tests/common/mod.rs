@@ -153,19 +153,24 @@ impl Mta {
 
     /// Connects and sends the offer, without reading the reply.
     pub fn open(spec: &SocketSpec, offer: OptNeg) -> Mta {
-        let conn = match spec {
-            SocketSpec::Inet(a) => {
-                let s = TcpStream::connect(a).expect("connect");
-                s.set_nodelay(true).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                Conn::Tcp(s)
-            }
+        match spec {
+            SocketSpec::Inet(a) => Self::over_tcp(TcpStream::connect(a).expect("connect"), offer),
             SocketSpec::Unix(p) => {
                 let s = UnixStream::connect(p).expect("connect");
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                Conn::Unix(s)
+                Self::over(Conn::Unix(s), offer)
             }
-        };
+        }
+    }
+
+    /// Sends the offer over a connected TCP stream, without reading the reply.
+    pub fn over_tcp(s: TcpStream, offer: OptNeg) -> Mta {
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Self::over(Conn::Tcp(s), offer)
+    }
+
+    fn over(conn: Conn, offer: OptNeg) -> Mta {
         let mut mta = Mta {
             conn,
             session: ClientSession::new(offer),
