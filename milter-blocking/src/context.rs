@@ -320,6 +320,20 @@ impl fmt::Display for ModifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModifyError::Action(e) => e.fmt(f),
+            // A write that runs into the write timeout comes back from the socket
+            // as "Resource temporarily unavailable" (EAGAIN): name it.
+            ModifyError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                write!(
+                    f,
+                    "writing modifications to the MTA timed out (the server's write timeout): \
+                     the MTA did not read them in time"
+                )
+            }
             ModifyError::Io(e) => write!(f, "writing modifications to the MTA failed: {e}"),
         }
     }
@@ -1254,5 +1268,30 @@ impl<M: ?Sized> fmt::Debug for EomContext<'_, M> {
         f.debug_struct("EomContext")
             .field("connection", self.conn)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModifyError;
+    use std::io;
+
+    #[test]
+    fn a_write_timeout_is_named_as_a_timeout() {
+        let os = ModifyError::Io(io::Error::from_raw_os_error(11)); // EAGAIN
+        assert_eq!(
+            os.to_string(),
+            "writing modifications to the MTA timed out (the server's write timeout): \
+             the MTA did not read them in time"
+        );
+        let timed_out = ModifyError::Io(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(timed_out.to_string().contains("timed out"), "{timed_out}");
+        let reset = ModifyError::Io(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(
+            reset
+                .to_string()
+                .starts_with("writing modifications to the MTA failed: "),
+            "{reset}"
+        );
     }
 }
