@@ -296,6 +296,22 @@ fn signed_mail_verifies_and_a_tampered_body_fails() {
         assert!(res.iter().any(|r| r.contains("header.s=ed")), "{res:?}");
         assert!(res.iter().any(|r| r.contains("header.s=rsa")), "{res:?}");
         assert_eq!(sent.transcript.verdict, Verdict::Accept);
+        // header.b= names each signature by the first 8 characters of its b= value.
+        let text = String::from_utf8_lossy(&signed)
+            .replace("\r\n\t", "")
+            .replace("\r\n ", "");
+        for line in text.lines().filter(|l| l.starts_with("DKIM-Signature:")) {
+            let b = line
+                .split(';')
+                .map(str::trim)
+                .find_map(|tag| tag.strip_prefix("b="))
+                .expect("a b= tag");
+            let b: String = b.chars().filter(|c| !c.is_whitespace()).take(8).collect();
+            assert!(
+                res.iter().any(|r| r.contains(&format!("header.b={b}"))),
+                "{message}: no header.b={b} in {res:?}"
+            );
+        }
 
         let mut tampered = signed.clone();
         tampered.extend_from_slice(b"appended by a forwarder\r\n");

@@ -3,6 +3,8 @@
 
 use crate::resolver::Resolver;
 use crate::signer::BodyHash;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use mail_auth::common::crypto::HashAlgorithm;
 use mail_auth::dkim::{Canonicalization, DkimError};
 use mail_auth::{AuthenticatedMessage, DkimResult};
@@ -91,7 +93,7 @@ pub fn verify(message: &[u8], body: BodyHashes, resolver: &Resolver) -> Vec<Verd
             };
             let (domain, selector, b_prefix) = match o.signature() {
                 Some(s) => {
-                    let b = base64(&s.b);
+                    let b = BASE64.encode(&s.b);
                     (s.d.clone(), s.s.clone(), b.chars().take(8).collect())
                 }
                 None => Default::default(),
@@ -105,34 +107,4 @@ pub fn verify(message: &[u8], body: BodyHashes, resolver: &Resolver) -> Vec<Verd
             }
         })
         .collect()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    while !out.len().is_multiple_of(4) {
-        out.push('=');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_standard_alphabet() {
-        assert_eq!(super::base64(b""), "");
-        assert_eq!(super::base64(b"f"), "Zg==");
-        assert_eq!(super::base64(b"fo"), "Zm8=");
-        assert_eq!(super::base64(b"foo"), "Zm9v");
-        assert_eq!(super::base64(&[0xfb, 0xff]), "+/8=");
-    }
 }
