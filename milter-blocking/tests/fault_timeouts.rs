@@ -205,7 +205,7 @@ fn write_timeout_frees_the_thread_when_the_peer_stops_reading_a_replacement_body
             || server.handle.stats().open == 0,
         );
         eprintln!("[time] stuck writer freed after {took:?}");
-        let line = expect_log(port, "writing modifications to the MTA failed");
+        let line = expect_log(port, "writing modifications to the MTA timed out");
         assert!(line.contains("eom handler failed"), "{line}");
         expect_log(
             port,
