@@ -4,22 +4,10 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, AllStages, Mta, TestServer};
 use milter_blocking::milter_core::client::Decision;
-use milter_blocking::{Milter, SocketSpec, Spec};
+use milter_blocking::SocketSpec;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Plain;
-
-impl milter_blocking::Declaration for Plain {}
-
-#[milter_blocking::handlers]
-impl Milter for Plain {
-    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut Spec) {
-        *spec = Spec::ALL_STAGES;
-    }
-}
 
 /// Sends `signal` to this process.
 fn raise(signal: &str) {
@@ -40,7 +28,7 @@ fn mid_message(spec: &SocketSpec) -> Mta {
 fn signal_server() -> TestServer {
     TestServer::with(
         |b| b.stop_on_signals(Duration::from_secs(60)),
-        Plain::default,
+        AllStages::default,
     )
 }
 

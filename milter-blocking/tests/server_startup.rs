@@ -5,22 +5,9 @@
 
 mod common;
 
-use common::{watchdog, TestServer};
-use milter_blocking::{Milter, Spec};
+use common::{watchdog, AllStages, TestServer};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
-
-#[derive(Default)]
-struct Plain;
-
-impl milter_blocking::Declaration for Plain {}
-
-#[milter_blocking::handlers]
-impl Milter for Plain {
-    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut Spec) {
-        *spec = Spec::ALL_STAGES;
-    }
-}
 
 fn soft_limit() -> u64 {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
@@ -49,7 +36,7 @@ fn notifies_the_service_manager_and_warns_about_the_descriptor_limit() {
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
         let too_many = usize::try_from(soft_limit()).unwrap();
-        let server = TestServer::with(|b| b.max_connections(too_many), Plain::default);
+        let server = TestServer::with(|b| b.max_connections(too_many), AllStages::default);
         assert_eq!(next(), "READY=1");
         let warning = logs
             .lines()
@@ -63,7 +50,7 @@ fn notifies_the_service_manager_and_warns_about_the_descriptor_limit() {
         std::env::remove_var("NOTIFY_SOCKET");
         // Within the limit: no warning.
         let before = logs.lines().len();
-        let server = TestServer::with(|b| b.max_connections(64).queue(8), Plain::default);
+        let server = TestServer::with(|b| b.max_connections(64).queue(8), AllStages::default);
         server.stop(Duration::from_secs(5)).unwrap();
         assert!(!logs.lines()[before..]
             .iter()

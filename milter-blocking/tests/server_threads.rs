@@ -4,24 +4,11 @@
 
 mod common;
 
-use common::{watchdog, Mta, TestServer};
+use common::{watchdog, AllStages, Mta, TestServer};
 use milter_blocking::milter_core::Command;
-use milter_blocking::{Milter, Spec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Plain;
-
-impl milter_blocking::Declaration for Plain {}
-
-#[milter_blocking::handlers]
-impl Milter for Plain {
-    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut Spec) {
-        *spec = Spec::ALL_STAGES;
-    }
-}
 
 #[test]
 fn threads_track_concurrency_under_connection_churn() {
@@ -30,7 +17,7 @@ fn threads_track_concurrency_under_connection_churn() {
         const CLIENTS: usize = 4;
         let server = TestServer::with(
             |b| b.idle_thread_timeout(Duration::from_millis(300)),
-            Plain::default,
+            AllStages::default,
         );
         // A burst: BURST connections at once, then gone.
         let burst: Vec<Mta> = (0..BURST).map(|_| Mta::connect(&server.spec)).collect();

@@ -17,6 +17,20 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A milter that asks for every stage and answers each with continue (its
+/// `negotiate` sets the whole stage list), for tests of the server around it.
+#[derive(Default)]
+pub struct AllStages;
+
+impl milter_blocking::Declaration for AllStages {}
+
+#[milter_blocking::handlers]
+impl Milter for AllStages {
+    fn negotiate(&mut self, _offer: &milter_blocking::OptNeg, spec: &mut milter_blocking::Spec) {
+        *spec = milter_blocking::Spec::ALL_STAGES;
+    }
+}
+
 /// Runs `f` on its own thread and fails if it takes longer than `limit`.
 pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
